@@ -1,0 +1,233 @@
+"""Configuration: one TOML file, overridable per key from the environment.
+
+Every section is a pydantic model with ``extra="forbid"`` so a misspelt key stops the server
+instead of being silently ignored. ``RADIUSD_<SECTION>__<KEY>=value`` overrides a key; the
+value is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a
+string. Secrets are given inline or referenced as ``{file = "path"}`` / ``{env = "NAME"}``
+and are only read when used.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = "/etc/radiusd/radiusd.toml"
+ENV_PREFIX = "RADIUSD_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for the operator."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Section):
+    """A secret given inline, in a file or in an environment variable; read on use."""
+
+    value: str | None = None
+    file: str | None = None
+    env: str | None = None
+
+    def reveal(self) -> str:
+        if self.value is not None:
+            return self.value
+        if self.file is not None:
+            try:
+                return Path(self.file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
+        if self.env is not None:
+            if self.env not in os.environ:
+                raise ConfigError(f"secret environment variable {self.env} is not set")
+            return os.environ[self.env]
+        raise ConfigError("secret reference names neither file nor env")
+
+    def __repr__(self) -> str:  # never show an inline secret
+        return f"SecretRef(file={self.file!r}, env={self.env!r})"
+
+
+def _secret(value):
+    if isinstance(value, str):
+        return {"value": value}
+    return value
+
+
+class ServerSection(Section):
+    listen: list[str] = ["0.0.0.0"]
+    auth_port: int = Field(1812, ge=0, le=65535)
+    acct_port: int = Field(1813, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    auth_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    dedupe_seconds: float = Field(10, ge=0)
+    reject_delay_seconds: float = Field(1.0, ge=0, le=10)
+    on_backend_error: Literal["drop", "reject"] = "drop"
+    max_pending_requests: int = Field(1000, ge=1)
+    plugin_timeout_seconds: float = Field(10, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            ipaddress.ip_address(address)
+        return value
+
+
+class SecuritySection(Section):
+    require_message_authenticator: bool = True
+    seed_key: SecretRef = SecretRef(file="var/seed.key")
+    password_hash: Literal["argon2id"] = "argon2id"
+    argon2_memory_kib: int = Field(19456, ge=19456)
+    argon2_time_cost: int = Field(2, ge=2)
+    argon2_parallelism: int = Field(1, ge=1)
+
+    _coerce = field_validator("seed_key", mode="before")(_secret)
+
+
+class DatabaseSection(Section):
+    url: str = "sqlite:///var/radiusd.db"
+
+
+class ListenSection(Section):
+    listen: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class ApiSection(ListenSection):
+    token_ttl_seconds: int = Field(3600, ge=60)
+
+
+class OpsSection(ListenSection):
+    port: int = Field(9812, ge=0, le=65535)
+
+
+class LockoutSection(Section):
+    max_failures: int = Field(5, ge=1, le=100)
+    window_seconds: int = Field(600, gt=0)
+    block_seconds: int = Field(1800, gt=0)
+    permanent: bool = False
+
+
+MfaMode = Literal["challenge", "append"]
+
+
+class MfaSection(Section):
+    required: bool = True
+    mode: MfaMode = "challenge"
+    totp_window: int = Field(1, ge=0, le=10)
+    issuer: str = "radiusd"
+    challenge_ttl_seconds: int = Field(120, gt=0)
+    enrollment_ttl_seconds: int = Field(600, gt=0)
+    sms_code_ttl_seconds: int = Field(300, gt=0)
+    push_timeout_seconds: int = Field(25, gt=0)
+
+
+class SmsSection(Section):
+    gateway: Literal["file", "http"] = "file"
+    spool_path: str = "var/sms.spool"
+    max_per_window: int = Field(3, ge=1)
+    window_seconds: int = Field(600, gt=0)
+
+
+class NasSection(Section):
+    name: str = Field(min_length=1, max_length=64)
+    address: str
+    secret: SecretRef
+    require_message_authenticator: bool | None = None
+    mfa_mode: MfaMode | None = None
+    coa_port: int = Field(3799, ge=1, le=65535)
+
+    _coerce = field_validator("secret", mode="before")(_secret)
+
+    @field_validator("address")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        ipaddress.ip_network(value, strict=False)
+        return value
+
+
+BUILTIN_PLUGINS = ("account_state", "local_users", "ldap_users", "totp", "sms_otp", "push", "audit")
+
+
+class PluginsSection(Section):
+    order: list[str] = list(BUILTIN_PLUGINS)
+    disabled: list[str] = []
+
+
+class LoggingSection(Section):
+    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warn", "error"] = "info"
+
+
+class Config(Section):
+    server: ServerSection = ServerSection()
+    security: SecuritySection = SecuritySection()
+    database: DatabaseSection = DatabaseSection()
+    api: ApiSection = ApiSection()
+    ops: OpsSection = OpsSection()
+    lockout: LockoutSection = LockoutSection()
+    mfa: MfaSection = MfaSection()
+    sms: SmsSection = SmsSection()
+    nas: Annotated[list[NasSection], Field(default_factory=list)]
+    plugins: PluginsSection = PluginsSection()
+    logging: LoggingSection = LoggingSection()
+
+
+def config_path(explicit: str | None) -> str:
+    return explicit or os.environ.get("RADIUSD_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def _env_value(raw: str):
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env_overrides(data: dict, environ: dict[str, str]) -> dict:
+    """Overlay ``RADIUSD_<SECTION>__<KEY>`` variables onto the parsed TOML."""
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        if not section or not key:
+            raise ConfigError(f"environment variable {name} does not name SECTION__KEY")
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"environment variable {name} cannot override [[{section}]] entries")
+        target[key] = _env_value(raw)
+    return data
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown configuration key {where}"
+    return f"invalid configuration value {where}: {first['msg']}"
+
+
+def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read, overlay and validate the configuration; raise ConfigError with one clear line."""
+    path = config_path(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    data = apply_env_overrides(data, dict(os.environ if environ is None else environ))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None

@@ -1,0 +1,103 @@
+"""Secrets at rest and password hashing.
+
+The seed key (32 random bytes, base64, in ``[security] seed_key``) encrypts TOTP seeds and NAS
+secrets with AES-256-GCM; the associated data names what a blob is for, so a blob copied into
+another row or column does not decrypt. Passwords are hashed with argon2id (argon2-cffi).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from pathlib import Path
+
+from argon2 import PasswordHasher as Argon2Hasher
+from argon2 import Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from radiusd.config import ConfigError, SecretRef, SecuritySection
+
+BLOB_VERSION = b"\x01"
+NONCE_LENGTH = 12
+
+
+class DecryptionError(Exception):
+    """A blob does not decrypt with this seed key (wrong key, corrupted, or moved)."""
+
+
+class SeedKey:
+    def __init__(self, key: bytes):
+        if len(key) != 32:
+            raise ConfigError("seed key must be 32 bytes (base64-encoded)")
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def load(cls, reference: SecretRef) -> "SeedKey":
+        text = reference.reveal()
+        try:
+            return cls(base64.b64decode(text, validate=True))
+        except binascii.Error:
+            raise ConfigError("seed key is not valid base64") from None
+
+    def encrypt(self, plaintext: bytes, purpose: str) -> bytes:
+        nonce = secrets.token_bytes(NONCE_LENGTH)
+        return BLOB_VERSION + nonce + self._aead.encrypt(nonce, plaintext, purpose.encode())
+
+    def decrypt(self, blob: bytes, purpose: str) -> bytes:
+        if blob[:1] != BLOB_VERSION:
+            raise DecryptionError("unknown blob version")
+        nonce = blob[1:1 + NONCE_LENGTH]
+        try:
+            return self._aead.decrypt(nonce, blob[1 + NONCE_LENGTH:], purpose.encode())
+        except InvalidTag:
+            raise DecryptionError(f"{purpose} does not decrypt with this seed key") from None
+
+
+def create_seed_key_file(path: str | Path) -> bool:
+    """Write a new seed key (mode 0600) if the file does not exist; True if one was written."""
+    path = Path(path)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    return True
+
+
+class PasswordHasher:
+    """argon2id with the configured parameters; tells when a stored hash needs upgrading."""
+
+    def __init__(self, security: SecuritySection):
+        self._hasher = Argon2Hasher(
+            time_cost=security.argon2_time_cost,
+            memory_cost=security.argon2_memory_kib,
+            parallelism=security.argon2_parallelism,
+            type=Type.ID,
+        )
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str | bytes) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, stored: str | None, password: bytes) -> bool:
+        if not stored:
+            return False
+        try:
+            return self._hasher.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self._hasher.check_needs_rehash(stored)
+        except InvalidHashError:
+            return True
+
+    def dummy_verify(self, password: bytes | None) -> None:
+        """Spend what a real verify costs, so unknown users answer as slowly as known ones."""
+        self.verify(self._dummy, password or b"")

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy Core tables, the engine helper and alembic migrations."""

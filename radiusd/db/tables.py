@@ -1,0 +1,116 @@
+"""The schema, as SQLAlchemy Core tables (the hot path uses Core statements, not ORM sessions).
+
+Migrations in ``migrations/versions`` create exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("first_name", String(128), nullable=False, server_default=""),
+    Column("last_name", String(128), nullable=False, server_default=""),
+    Column("email", String(254), nullable=False, server_default=""),
+    Column("phone", String(20), nullable=False, server_default=""),
+    Column("password_hash", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("framed_ip_address", String(45), nullable=True),
+    Column("sponsor_name", String(128), nullable=False, server_default=""),
+    Column("sponsor_email", String(254), nullable=False, server_default=""),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("mfa_exempt", Boolean, nullable=False, server_default="0"),
+    Column("reply_attributes", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("last_login_at", UTCDateTime, nullable=True),
+)
+
+nas_devices = Table(
+    "nas_devices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("address", String(64), nullable=False),
+    Column("secret_encrypted", LargeBinary, nullable=False),
+    Column("require_message_authenticator", Boolean, nullable=True),
+    Column("mfa_mode", String(16), nullable=True),
+    Column("coa_port", Integer, nullable=False, server_default="3799"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("occurred_at", UTCDateTime, nullable=False, index=True),
+    Column("type", String(32), nullable=False),
+    Column("username", String(64), nullable=True, index=True),
+    Column("client", String(64), nullable=True),
+    Column("result", String(16), nullable=False, server_default=""),
+    Column("reason", String(64), nullable=False, server_default=""),
+    Column("actor", String(128), nullable=False, server_default=""),
+    Column("detail", JSON, nullable=False),
+)

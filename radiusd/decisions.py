@@ -1,0 +1,72 @@
+"""Pipeline outcomes: frozen values that cross from the worker pool back to the reactor.
+
+Names follow FreeRADIUS's rcodes where they overlap (ok → Accept, reject → Reject), so its
+operators recognise them. ``Reason`` is closed: it doubles as the ``reason`` metric label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    OK = "ok"
+    CHALLENGE = "challenge"
+    UNKNOWN_USER = "unknown_user"
+    BAD_PASSWORD = "bad_password"
+    NO_PASSWORD = "no_password"
+    DISABLED = "disabled"
+    EXPIRED = "expired"
+    BLOCKED = "blocked"
+    OTP_REQUIRED = "otp_required"
+    BAD_OTP = "bad_otp"
+    OTP_REPLAY = "otp_replay"
+    CHALLENGE_EXPIRED = "challenge_expired"
+    BACKEND_ERROR = "backend_error"
+    UNSUPPORTED_AUTH_TYPE = "unsupported_auth_type"
+
+
+ReplyAttribute = tuple[str, "str | int"]
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    attributes: tuple[ReplyAttribute, ...] = ()
+    decided_by: str = ""
+    reason: Reason = Reason.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reason: Reason
+    decided_by: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    state: bytes = field(repr=False)
+    prompt: str
+    factor: str
+    decided_by: str = ""
+    reason: Reason = Reason.CHALLENGE
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFailure:
+    """No answer could be decided; ``[server] on_backend_error`` picks drop or Reject."""
+
+    backend: str
+    detail: str = ""
+    reason: Reason = Reason.BACKEND_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordOk:
+    """What an ``authenticate`` hook answers when the password matched."""
+
+    decided_by: str = ""
+
+
+Decision = Accept | Reject | Challenge | BackendFailure
