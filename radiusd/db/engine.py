@@ -39,11 +39,13 @@ def _create(url: str, pool_size: int) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                             hide_parameters=True,
                              pool_timeout=5)
     database = parsed.database or ""
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
+                           hide_parameters=True,
                            pool_size=pool_size, max_overflow=pool_size)
 
     @event.listens_for(engine, "connect")

@@ -1,0 +1,370 @@
+"""``radiusd-admin``: administration without the API, through the same services/ functions.
+
+Exit codes: 0 ok, 1 operation failed (one line on stderr), 2 usage error. Passwords and
+secrets come from a prompt or ``--*-stdin``, never from argv. ``--format json`` prints one
+JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from functools import cached_property, wraps
+
+import click
+
+from radiusd.config import Config, ConfigError, config_path, load_config
+from radiusd.services import ServiceError
+
+
+class AdminContext:
+    """Lazily built pieces, so that ``db upgrade`` works before a seed key or schema exists."""
+
+    def __init__(self, path: str, fmt: str):
+        self.path = path
+        self.format = fmt
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.path)
+
+    @cached_property
+    def database(self):
+        from radiusd.db.engine import Database
+
+        return Database(self.config.database.url, pool_size=2)
+
+    @cached_property
+    def seed_key(self):
+        from radiusd.crypto import SeedKey
+
+        return SeedKey.load(self.config.security.seed_key)
+
+    @cached_property
+    def users(self):
+        from radiusd.crypto import PasswordHasher
+        from radiusd.dictionary import RadiusDictionary
+        from radiusd.services.users import UserService
+
+        return UserService(self.database, PasswordHasher(self.config.security), RadiusDictionary(), actor="cli")
+
+    @cached_property
+    def nas(self):
+        from radiusd.services.nas import NasService
+
+        return NasService(self.database, self.seed_key, self.config,
+                          warn=lambda text: click.echo(f"warning: {text}", err=True))
+
+    def emit(self, document, columns: list[str] | None = None) -> None:
+        """Print a result: JSON, or a table (lists) / ``key: value`` lines (objects)."""
+        if self.format == "json":
+            click.echo(json.dumps(document, default=_json_default, indent=2, ensure_ascii=False))
+            return
+        if isinstance(document, list):
+            _print_table(document, columns)
+        elif isinstance(document, dict):
+            for key, value in document.items():
+                click.echo(f"{key}: {_cell(value)}")
+        elif document is not None:
+            click.echo(document)
+
+
+def _json_default(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, list):
+        return ", ".join(f"{item['name']}={item['value']}" if isinstance(item, dict) else str(item)
+                         for item in value) or "-"
+    return str(value)
+
+
+def _print_table(rows: list[dict], columns: list[str] | None) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    columns = columns or list(rows[0])
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    click.echo("  ".join(column.upper().ljust(width) for column, width in zip(columns, widths)).rstrip())
+    for line in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def fail(message: str) -> None:
+    click.echo(f"radiusd-admin: {message}", err=True)
+    sys.exit(1)
+
+
+def operation(function):
+    """Turn service and configuration errors into one line on stderr and exit code 1."""
+    @wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ServiceError as exc:
+            fail(exc.detail)
+        except ConfigError as exc:
+            fail(str(exc))
+        except Exception as exc:  # a backend failure is still one clear line, never a traceback
+            if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
+                fail(f"database error: {str(exc).splitlines()[0]}")
+            raise
+    return run
+
+
+def read_secret(from_stdin: bool, prompt: str, confirm: bool = True) -> str:
+    """A secret from the first line of stdin (a second line, if any, must match) or a prompt."""
+    if from_stdin:
+        lines = sys.stdin.read().splitlines()
+        if not lines or not lines[0]:
+            fail(f"{prompt.lower()} expected on standard input")
+        if len(lines) > 1 and lines[1] != lines[0]:
+            fail(f"{prompt.lower()} and its confirmation differ")
+        return lines[0]
+    if not sys.stdin.isatty():
+        fail(f"{prompt.lower()} needed: use the --*-stdin option or run from a terminal")
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+
+
+@click.group()
+@click.option("--config", "config_file", metavar="PATH", help="configuration file")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def main(ctx, config_file, fmt):
+    """Administer radiusd: database, NAS devices and users."""
+    ctx.obj = AdminContext(config_path(config_file), fmt)
+
+
+# -- db ----------------------------------------------------------------------------------------
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command()
+@click.pass_obj
+@operation
+def upgrade(admin: AdminContext):
+    """Create the seed key file if missing and apply all migrations."""
+    from radiusd.crypto import create_seed_key_file
+    from radiusd.db import migrate
+
+    reference = admin.config.security.seed_key
+    created = bool(reference.file) and create_seed_key_file(reference.file)
+    admin.seed_key  # noqa: B018 - refuse to go on with an unusable key
+    migrate.upgrade(admin.database)
+    admin.emit({"revision": migrate.current_revision(admin.database), "seed_key_created": created})
+
+
+@db.command()
+@click.pass_obj
+@operation
+def current(admin: AdminContext):
+    """Show the schema revision of the database and of this release."""
+    from radiusd.db import migrate
+
+    admin.emit({"revision": migrate.current_revision(admin.database), "head": migrate.head_revision()})
+
+
+# -- nas ---------------------------------------------------------------------------------------
+
+@main.group()
+def nas():
+    """NAS devices (RADIUS clients) kept in the database."""
+
+
+@nas.command("add")
+@click.argument("name")
+@click.option("--address", required=True, help="IP address or CIDR network")
+@click.option("--secret-stdin", is_flag=True, help="read the shared secret from standard input")
+@click.option("--generate-secret", is_flag=True, help="generate a random secret and print it once")
+@click.option("--mfa-mode", type=click.Choice(["challenge", "append"]))
+@click.option("--coa-port", type=int, default=3799, show_default=True)
+@click.option("--require-message-authenticator/--no-require-message-authenticator", default=None)
+@click.pass_obj
+@operation
+def nas_add(admin, name, address, secret_stdin, generate_secret, mfa_mode, coa_port,
+            require_message_authenticator):
+    """Add a NAS."""
+    from radiusd.services.nas import generate_secret as new_secret
+
+    if secret_stdin and generate_secret:
+        raise click.UsageError("--secret-stdin and --generate-secret exclude each other")
+    secret = new_secret() if generate_secret else read_secret(secret_stdin, "Shared secret")
+    shown = admin.nas.add(name, address, secret, mfa_mode=mfa_mode, coa_port=coa_port,
+                          require_message_authenticator=require_message_authenticator)
+    admin.emit({**shown, "secret": secret} if generate_secret else shown)
+
+
+@nas.command("list")
+@click.pass_obj
+@operation
+def nas_list(admin):
+    """List NAS devices from the configuration file and the database."""
+    admin.emit(admin.nas.list(), ["name", "address", "mfa_mode", "coa_port", "origin"])
+
+
+@nas.command("remove")
+@click.argument("name")
+@click.pass_obj
+@operation
+def nas_remove(admin, name):
+    """Remove a NAS kept in the database."""
+    admin.nas.remove(name)
+    admin.emit({"removed": name})
+
+
+@nas.command("rotate-secret")
+@click.argument("name")
+@click.option("--secret-stdin", is_flag=True)
+@click.option("--generate-secret", is_flag=True)
+@click.pass_obj
+@operation
+def nas_rotate_secret(admin, name, secret_stdin, generate_secret):
+    """Replace a NAS's shared secret (send SIGHUP to the server to apply it)."""
+    from radiusd.services.nas import generate_secret as new_secret
+
+    secret = new_secret() if generate_secret else read_secret(secret_stdin, "New shared secret")
+    admin.nas.rotate_secret(name, secret)
+    admin.emit({"name": name, "secret": secret} if generate_secret else {"name": name, "rotated": True})
+
+
+# -- user --------------------------------------------------------------------------------------
+
+USER_COLUMNS = ["username", "first_name", "last_name", "status", "expires_at", "framed_ip_address", "mfa_exempt"]
+
+
+def profile_options(function):
+    """The profile flags shared by ``user add`` and ``user set``."""
+    options = [
+        click.option("--first-name"), click.option("--last-name"), click.option("--email"),
+        click.option("--phone", help="E.164, or the Turkish national form 05xxxxxxxxx"),
+        click.option("--expires", help="ISO-8601 date or time (UTC unless an offset is given); '' clears"),
+        click.option("--framed-ip", help="IPv4 address, user-selects or nas-assigns; '' clears"),
+        click.option("--sponsor-name"), click.option("--sponsor-email"), click.option("--description"),
+        click.option("--mfa-exempt/--no-mfa-exempt", default=None),
+        click.option("--reply-attribute", "reply_attributes", multiple=True, metavar="NAME=VALUE",
+                     help="reply attribute from the dictionary (repeatable; replaces the list)"),
+        click.option("--password-stdin", is_flag=True, help="read the password from standard input"),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def profile_fields(options: dict) -> dict:
+    names = {"first_name": "first_name", "last_name": "last_name", "email": "email", "phone": "phone",
+             "expires": "expires_at", "framed_ip": "framed_ip_address", "sponsor_name": "sponsor_name",
+             "sponsor_email": "sponsor_email", "description": "description", "mfa_exempt": "mfa_exempt"}
+    fields = {field: options[option] for option, field in names.items() if options.get(option) is not None}
+    if fields.get("expires_at") == "":
+        fields["expires_at"] = None
+    if options.get("reply_attributes"):
+        pairs = []
+        for item in options["reply_attributes"]:
+            name, separator, value = item.partition("=")
+            if not separator:
+                raise click.UsageError(f"--reply-attribute takes NAME=VALUE, not {item!r}")
+            pairs.append({"name": name.strip(), "value": value.strip()})
+        fields["reply_attributes"] = pairs
+    return fields
+
+
+@main.group()
+def user():
+    """Local users."""
+
+
+@user.command("add")
+@click.argument("username")
+@profile_options
+@click.pass_obj
+@operation
+def user_add(admin, username, password_stdin, **options):
+    """Create a user (the password is prompted for twice, or read with --password-stdin)."""
+    fields = profile_fields(options)
+    password = read_secret(password_stdin, "Password")
+    admin.emit(admin.users.create(username, fields, password=password))
+
+
+@user.command("set")
+@click.argument("username")
+@profile_options
+@click.pass_obj
+@operation
+def user_set(admin, username, password_stdin, **options):
+    """Change the given fields (and the password, with --password-stdin)."""
+    fields = profile_fields(options)
+    if password_stdin:
+        admin.users.set_password(username, read_secret(True, "Password"))
+    if fields or not password_stdin:
+        admin.emit(admin.users.update(username, fields))
+    else:
+        admin.emit(admin.users.show(username))
+
+
+@user.command("list")
+@click.option("--status", type=click.Choice(["active", "disabled", "expired", "blocked"]))
+@click.option("--search", "q", help="substring of username, name or email")
+@click.pass_obj
+@operation
+def user_list(admin, status, q):
+    """List users."""
+    rows, cursor = [], None
+    while True:
+        page, cursor = admin.users.list(q=q, status=status, limit=500, cursor=cursor)
+        rows.extend(page)
+        if cursor is None:
+            break
+    admin.emit(rows, USER_COLUMNS)
+
+
+@user.command("show")
+@click.argument("username")
+@click.pass_obj
+@operation
+def user_show(admin, username):
+    """Show one user."""
+    admin.emit(admin.users.show(username))
+
+
+@user.command("enable")
+@click.argument("username")
+@click.pass_obj
+@operation
+def user_enable(admin, username):
+    """Allow the user to log in."""
+    admin.emit(admin.users.set_enabled(username, True))
+
+
+@user.command("disable")
+@click.argument("username")
+@click.pass_obj
+@operation
+def user_disable(admin, username):
+    """Refuse the user's logins."""
+    admin.emit(admin.users.set_enabled(username, False))
+
+
+@user.command("delete")
+@click.argument("username")
+@click.pass_obj
+@operation
+def user_delete(admin, username):
+    """Delete the user."""
+    admin.users.delete(username)
+    admin.emit({"deleted": username})
+
+
+if __name__ == "__main__":
+    main()

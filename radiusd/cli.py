@@ -1,0 +1,128 @@
+"""``radiusd``: serve, check-config, plugins."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import click
+
+from radiusd.config import ConfigError, config_path, load_config
+
+WORKER_ENV = "RADIUSD_WORKER_INDEX"
+
+
+def fail(message: str, code: int = 1):
+    click.echo(f"radiusd: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.option("--config", "config_file", metavar="PATH", help="configuration file (else $RADIUSD_CONFIG, "
+              "else /etc/radiusd/radiusd.toml)")
+@click.pass_context
+def main(ctx, config_file):
+    """RADIUS authentication server with multi-factor authentication."""
+    ctx.obj = config_path(config_file)
+
+
+def _load(path):
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@click.pass_obj
+def serve(path):
+    """Run the server in the foreground until SIGTERM."""
+    from twisted.internet import reactor
+
+    from radiusd.logs import start_logging
+    from radiusd.service import RadiusService, build_runtime
+
+    config = _load(path)
+    try:
+        runtime = build_runtime(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    start_logging(config.logging.format, config.logging.level)
+    worker = os.environ.get(WORKER_ENV)
+    service = RadiusService(runtime, reactor, config_path=path, serve_ops=worker is None)
+    children = [] if worker is not None else _spawn_workers(path, config.server.workers)
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(_reload, service, children))
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown", _stop_workers, children)
+    try:
+        reactor.run()
+    except OSError as exc:
+        fail(f"cannot listen: {exc}")
+
+
+def _spawn_workers(path: str, workers: int) -> list[subprocess.Popen]:
+    """``workers = N``: N-1 more processes on the same ports (SO_REUSEPORT), RADIUS only."""
+    return [subprocess.Popen([sys.executable, "-m", "radiusd.cli", "--config", path, "serve"],
+                             env={**os.environ, WORKER_ENV: str(index)})
+            for index in range(1, workers)]
+
+
+def _reload(service, children) -> None:
+    service.reload()
+    for child in children:
+        child.send_signal(signal.SIGHUP)
+
+
+def _stop_workers(children) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+@main.command("check-config")
+@click.pass_obj
+def check_config(path):
+    """Validate configuration, dictionaries, attribute names, database and seed key."""
+    from radiusd.service import build_runtime
+    from radiusd.services.users import stored_attribute_problems
+
+    config = _load(path)
+    try:
+        runtime = build_runtime(config)
+        registry = runtime.load_registry()
+    except ConfigError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a NAS secret that does not decrypt, a bad stored address
+        fail(f"{type(exc).__name__}: {exc}")
+    problems = stored_attribute_problems(runtime.database, runtime.dictionary)
+    if problems:
+        fail("; ".join(problems))
+    click.echo(f"configuration OK: {path} ({len(registry)} NAS entries, "
+               f"plugins {', '.join(n for n in config.plugins.order if n not in config.plugins.disabled)})")
+
+
+@main.command()
+@click.pass_obj
+def plugins(path):
+    """Each hook with its implementations, in call order."""
+    from radiusd.hookspecs import call_order
+    from radiusd.service import build_runtime
+
+    config = _load(path)
+    try:
+        runtime = build_runtime(config, require_current_schema=False)
+    except ConfigError as exc:
+        fail(str(exc))
+    for hook, names in call_order(runtime.plugin_manager).items():
+        click.echo(f"{hook}: {', '.join(names) if names else '-'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The ops site: ``/metrics`` (Prometheus), ``/livez`` and ``/readyz``.
+
+A monitor pings the database every few seconds from the worker pool; ``/readyz`` and the
+Status-Server answer read its last result, so neither ever blocks the reactor.
+"""
+
+from __future__ import annotations
+
+import json
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+
+from radiusd.db.engine import Database
+from radiusd.metrics import Metrics
+
+log = Logger(namespace="radiusd.health")
+CHECK_INTERVAL_SECONDS = 2.0
+
+
+class HealthMonitor:
+    """Keeps ``checks`` (name → error text or None) up to date; ``ok`` when all pass."""
+
+    def __init__(self, reactor, pool, database: Database, interval: float = CHECK_INTERVAL_SECONDS):
+        self.reactor = reactor
+        self.pool = pool
+        self.database = database
+        self.checks: dict[str, str | None] = {"database": None}
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = reactor
+        self.interval = interval
+
+    @property
+    def ok(self) -> bool:
+        return all(error is None for error in self.checks.values())
+
+    def start(self):
+        return self._loop.start(self.interval, now=True)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def check(self):
+        done = deferToThreadPool(self.reactor, self.pool, self.database.ping)
+        done.addCallbacks(self._passed, self._failed)
+        return done
+
+    def _passed(self, _):
+        if self.checks["database"] is not None:
+            log.info("database reachable again")
+        self.checks["database"] = None
+
+    def _failed(self, failure):
+        if self.checks["database"] is None:
+            log.error("database unreachable: {error}", error=type(failure.value).__name__)
+        self.checks["database"] = f"unreachable ({type(failure.value).__name__})"
+
+
+class JsonResource(Resource):
+    isLeaf = True
+
+    def respond(self, request, status: int, body: dict) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(body).encode()
+
+
+class Livez(JsonResource):
+    def render_GET(self, request):
+        return self.respond(request, 200, {"status": "ok"})
+
+
+class Readyz(JsonResource):
+    def __init__(self, monitor: HealthMonitor):
+        super().__init__()
+        self.monitor = monitor
+
+    def render_GET(self, request):
+        failing = {name: error for name, error in self.monitor.checks.items() if error}
+        if failing:
+            return self.respond(request, 503, {"status": "unavailable", "failing": failing})
+        return self.respond(request, 200, {"status": "ok"})
+
+
+class MetricsPage(Resource):
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics):
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.metrics.registry)
+
+
+def ops_root(metrics: Metrics, monitor: HealthMonitor) -> Resource:
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage(metrics))
+    root.putChild(b"livez", Livez())
+    root.putChild(b"readyz", Readyz(monitor))
+    return root

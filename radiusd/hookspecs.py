@@ -1,0 +1,124 @@
+"""The plugin contract: hook specifications, and the manager that registers plugins in order.
+
+Every hook runs in the auth worker pool (a plain thread, never the reactor), is synchronous,
+and receives frozen values. ``None`` means "not mine"; a ``Reject`` means "no". Hooks are
+``firstresult`` except ``radiusd_reply_attributes`` (results are collected) and
+``radiusd_post_auth`` (every implementation is notified).
+
+Plugins are registered in ``[plugins] order``; pluggy calls the last registered first, so
+``register_plugins`` registers them in reverse.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Callable
+
+import pluggy
+
+from radiusd.config import BUILTIN_PLUGINS, Config, ConfigError
+from radiusd.crypto import PasswordHasher, SeedKey
+from radiusd.db.engine import Database
+from radiusd.decisions import Decision, PasswordOk, Reject
+from radiusd.dictionary import RadiusDictionary
+from radiusd.metrics import Metrics
+from radiusd.model import User
+from radiusd.packets import AuthRequest
+
+PROJECT = "radiusd"
+ENTRY_POINT_GROUP = "radiusd.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What a plugin may use; built once per server (or CLI) process."""
+
+    config: Config
+    database: Database
+    dictionary: RadiusDictionary
+    hasher: PasswordHasher
+    metrics: Metrics
+    seed_key: SeedKey | None
+    clock: Callable[[], float]
+    extra: dict = field(default_factory=dict)
+
+
+class RadiusdSpec:
+    @hookspec(firstresult=True)
+    def radiusd_find_user(self, request: AuthRequest) -> User | None:
+        """Return the user the request names, or None if this plugin does not know them.
+
+        Raise ``BackendError`` when the store cannot be asked: the request fails closed.
+        """
+
+    @hookspec(firstresult=True)
+    def radiusd_check_account(self, request: AuthRequest, user: User) -> Reject | None:
+        """Refuse a user whose account may not log in now (disabled, expired, blocked).
+
+        Runs before any password check. None lets the request go on.
+        """
+
+    @hookspec(firstresult=True)
+    def radiusd_authenticate(self, request: AuthRequest, user: User, password: bytes) -> PasswordOk | Reject | None:
+        """Check the first factor. ``PasswordOk`` if it matches, ``Reject(BAD_PASSWORD)`` if
+        not, None if this plugin does not hold this user's password."""
+
+    @hookspec(firstresult=True)
+    def radiusd_second_factor(self, request: AuthRequest, user: User, otp: str | None) -> Decision | None:
+        """After a correct password: ``Accept`` (factor satisfied), ``Reject``, ``Challenge``,
+        or None when this plugin has no usable factor for the user.
+
+        ``otp`` is the code appended to the password in append mode, else None.
+        """
+
+    @hookspec
+    def radiusd_reply_attributes(self, request: AuthRequest, user: User) -> list[tuple[str, str | int]]:
+        """Reply attributes for an Accept, as (dictionary name, value); all results are sent."""
+
+    @hookspec
+    def radiusd_post_auth(self, request: AuthRequest, user: User | None, decision: Decision) -> None:
+        """Notification after every decision (audit, failure counting, last login).
+
+        Runs before the reply leaves, so what it commits is durable when the NAS hears back.
+        """
+
+
+def _load(name: str, context: PluginContext):
+    if name in BUILTIN_PLUGINS:
+        module = importlib.import_module(f"radiusd.plugins.{name}")
+        return module.Plugin(context)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == name:
+            return entry.load()(context)
+    raise ConfigError(f"[plugins] order names unknown plugin {name!r}")
+
+
+def register_plugins(context: PluginContext) -> pluggy.PluginManager:
+    """A plugin manager with the configured plugins, called in ``[plugins] order``."""
+    plugins = context.config.plugins
+    unknown = set(plugins.disabled) - set(plugins.order)
+    if unknown:
+        raise ConfigError(f"[plugins] disabled names plugins not in order: {', '.join(sorted(unknown))}")
+    if len(set(plugins.order)) != len(plugins.order):
+        raise ConfigError("[plugins] order names a plugin twice")
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(RadiusdSpec)
+    enabled = [name for name in plugins.order if name not in plugins.disabled]
+    for name in reversed(enabled):
+        manager.register(_load(name, context), name=name)
+    return manager
+
+
+def call_order(manager: pluggy.PluginManager) -> dict[str, list[str]]:
+    """Each hook with the names of its implementations, first called first."""
+    order = {}
+    for hook_name in sorted(name for name in dir(RadiusdSpec) if name.startswith("radiusd_")):
+        caller = getattr(manager.hook, hook_name)
+        order[hook_name] = [manager.get_name(impl.plugin) for impl in reversed(caller.get_hookimpls())]
+    return order
+

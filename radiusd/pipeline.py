@@ -1,0 +1,87 @@
+"""The authentication pipeline: one function, read top to bottom, run in the auth worker pool.
+
+find user → check account → authenticate (password) → second factor → reply attributes,
+then every ``post_auth`` implementation is told the decision before the reply leaves.
+Exceptions are not caught here: ``errors.to_decision`` turns them into a failure, in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pluggy
+
+from radiusd.decisions import Accept, Decision, PasswordOk, Reason, Reject
+from radiusd.hookspecs import PluginContext
+from radiusd.model import User
+from radiusd.packets import AuthRequest
+
+UNSUPPORTED = {
+    "chap": "CHAP needs the cleartext password; passwords are stored hashed",
+    "mschap": "MS-CHAP needs the NT hash; passwords are stored hashed",
+    "eap": "EAP is not supported; use PAP",
+}
+FRAMED_IP_SPECIAL = {"user-selects": "255.255.255.255", "nas-assigns": "255.255.255.254"}
+
+
+class Pipeline:
+    def __init__(self, manager: pluggy.PluginManager, context: PluginContext):
+        self.hook = manager.hook
+        self.context = context
+
+    def run(self, request: AuthRequest) -> Decision:
+        decision, user = self.decide(request)
+        self.hook.radiusd_post_auth(request=request, user=user, decision=decision)
+        return decision
+
+    def decide(self, request: AuthRequest) -> tuple[Decision, User | None]:
+        hook = self.hook
+        if request.auth_type in UNSUPPORTED:
+            return Reject(Reason.UNSUPPORTED_AUTH_TYPE, "pipeline", UNSUPPORTED[request.auth_type]), None
+        user = hook.radiusd_find_user(request=request) if request.user_name else None
+        if user is None:
+            self.context.hasher.dummy_verify(request.password)
+            return Reject(Reason.UNKNOWN_USER, "pipeline"), None
+        refused = hook.radiusd_check_account(request=request, user=user)
+        if refused is not None:
+            return refused, user
+        if request.state is not None:
+            # No challenge has been issued by this server yet (second factors come with
+            # their own State store); an unknown State is never accepted.
+            return Reject(Reason.CHALLENGE_EXPIRED, "pipeline"), user
+        if not request.password:
+            self.context.hasher.dummy_verify(request.password)
+            return Reject(Reason.NO_PASSWORD, "pipeline"), user
+        verdict = hook.radiusd_authenticate(request=request, user=user, password=request.password)
+        if not isinstance(verdict, PasswordOk):
+            return verdict or Reject(Reason.BAD_PASSWORD, "pipeline", "no plugin holds the password"), user
+        factor = hook.radiusd_second_factor(request=request, user=user, otp=None)
+        if factor is None:
+            if self.context.config.mfa.required and not user.mfa_exempt:
+                return Reject(Reason.OTP_REQUIRED, "pipeline"), user
+        elif not isinstance(factor, Accept):
+            return factor, user
+        return Accept(self.reply_attributes(request, user), verdict.decided_by), user
+
+    def reply_attributes(self, request: AuthRequest, user: User) -> tuple:
+        collected = [pair for result in self.hook.radiusd_reply_attributes(request=request, user=user)
+                     for pair in result]
+        now = datetime.fromtimestamp(self.context.clock(), timezone.utc)
+        return tuple(cap_session_timeout(collected, user.expires_at, now))
+
+
+def framed_ip_value(address: str) -> str:
+    """RFC 2865 §5.8: "user-selects" is 255.255.255.255, "nas-assigns" 255.255.255.254."""
+    return FRAMED_IP_SPECIAL.get(address, address)
+
+
+def cap_session_timeout(attributes: list, expires_at: datetime | None, now: datetime) -> list:
+    """No session may outlive the account: cap Session-Timeout, or add one, at the expiry."""
+    if expires_at is None:
+        return attributes
+    left = max(1, int((expires_at - now).total_seconds()))
+    capped = [(name, min(int(value), left)) if name == "Session-Timeout" else (name, value)
+              for name, value in attributes]
+    if not any(name == "Session-Timeout" for name, _ in capped):
+        capped.append(("Session-Timeout", left))
+    return capped

@@ -1,0 +1,177 @@
+"""Builds the running server: one Twisted MultiService holding the RADIUS sockets, the auth
+worker pool, the health monitor and the ops site.
+
+``build_runtime`` assembles what the server and ``radiusd check-config`` share (database,
+seed key, dictionary, plugins); ``RadiusService`` adds sockets and lifecycle: SIGTERM stops
+reading and finishes in-flight requests, SIGHUP reloads the NAS list.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
+
+from radiusd.clients import NasRegistry, nas_from_config
+from radiusd.config import Config, ConfigError, load_config
+from radiusd.crypto import PasswordHasher, SeedKey
+from radiusd.db import migrate
+from radiusd.db.engine import Database
+from radiusd.dedupe import DuplicateCache
+from radiusd.dictionary import RadiusDictionary
+from radiusd.health import HealthMonitor, ops_root
+from radiusd.hookspecs import PluginContext, register_plugins
+from radiusd.metrics import Metrics
+from radiusd.packets import AuthRequest
+from radiusd.pipeline import Pipeline
+from radiusd.protocol import AuthProtocol, Outcome
+from radiusd.replies import encode_attributes
+from radiusd.services.nas import NasService
+
+log = Logger(namespace="radiusd.service")
+
+
+@dataclass
+class Runtime:
+    config: Config
+    database: Database
+    seed_key: SeedKey
+    dictionary: RadiusDictionary
+    hasher: PasswordHasher
+    metrics: Metrics
+    context: PluginContext
+    pipeline: Pipeline
+    plugin_manager: object
+
+    def load_registry(self, config: Config | None = None) -> NasRegistry:
+        """Static NAS entries from ``config`` plus the database's, as one registry."""
+        config = config or self.config
+        static = [nas_from_config(section, config, warn=lambda text: log.warn(text)) for section in config.nas]
+        stored = NasService(self.database, self.seed_key, config).registry_entries()
+        return NasRegistry(static + stored)
+
+    def process(self, request: AuthRequest) -> Outcome:
+        """Worker-pool entry: decide, then encode the reply attributes off the reactor."""
+        decision = self.pipeline.run(request)
+        return Outcome(decision, encode_attributes(decision, self.dictionary))
+
+
+def build_runtime(config: Config, *, require_current_schema: bool = True) -> Runtime:
+    """Everything but sockets; raises ConfigError with one clear line on any problem."""
+    seed_key = SeedKey.load(config.security.seed_key)
+    database = Database(config.database.url, pool_size=config.server.auth_threads + 4)
+    if require_current_schema:
+        try:
+            current = migrate.is_current(database)
+        except Exception as exc:
+            raise ConfigError(f"database unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        if not current:
+            raise ConfigError("database schema is not current: run `radiusd-admin db upgrade`")
+    dictionary = RadiusDictionary()
+    hasher = PasswordHasher(config.security)
+    metrics = Metrics()
+    context = PluginContext(config=config, database=database, dictionary=dictionary, hasher=hasher,
+                            metrics=metrics, seed_key=seed_key, clock=time.time)
+    manager = register_plugins(context)
+    return Runtime(config, database, seed_key, dictionary, hasher, metrics, context,
+                   Pipeline(manager, context), manager)
+
+
+def udp_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind((address, port))
+    sock.setblocking(False)
+    return sock
+
+
+class RadiusService(MultiService):
+    def __init__(self, runtime: Runtime, reactor, *, config_path: str | None = None, serve_ops: bool = True):
+        super().__init__()
+        self.runtime = runtime
+        self.config = runtime.config
+        self.reactor = reactor
+        self.config_path = config_path
+        self.serve_ops = serve_ops
+        self.pool = ThreadPool(minthreads=1, maxthreads=self.config.server.auth_threads, name="radiusd-auth")
+        self.monitor = HealthMonitor(reactor, reactor.getThreadPool(), runtime.database)
+        self.dedupe = DuplicateCache(self.config.server.dedupe_seconds, reactor.seconds)
+        self.protocols: list[AuthProtocol] = []
+        self.ports = []
+        self.ops_port = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+        self.monitor.start()
+        registry = self.runtime.load_registry()
+        reuse_port = self.config.server.workers > 1
+        for address in self.config.server.listen:
+            protocol = AuthProtocol(
+                registry=registry, dedupe=self.dedupe, metrics=self.runtime.metrics,
+                settings=self.config.server, clock=self.reactor, dispatch=self.dispatch,
+                ready=lambda: self.monitor.ok)
+            sock = udp_socket(address, self.config.server.auth_port, reuse_port)
+            family = sock.family
+            self.ports.append(self.reactor.adoptDatagramPort(sock.fileno(), family, protocol))
+            sock.close()  # the port holds its own duplicate of the descriptor
+            self.protocols.append(protocol)
+        if self.serve_ops:
+            ops = self.config.ops
+            site = Site(ops_root(self.runtime.metrics, self.monitor))
+            site.noisy = False
+            self.ops_port = self.reactor.listenTCP(ops.port, site, interface=ops.listen)
+        log.info("radiusd listening for RADIUS on {addresses} port {port}",
+                 addresses=",".join(self.config.server.listen), port=self.auth_port)
+
+    @inlineCallbacks
+    def stopService(self):
+        log.info("stopping: finishing requests in progress")
+        yield DeferredList([protocol.drain() for protocol in self.protocols])
+        yield DeferredList([port.stopListening() for port in self.ports] +
+                           ([self.ops_port.stopListening()] if self.ops_port else []))
+        self.monitor.stop()
+        self.pool.stop()
+        self.runtime.database.dispose()
+        yield super().stopService()
+        log.info("stopped")
+
+    @property
+    def auth_port(self) -> int:
+        return self.ports[0].getHost().port if self.ports else self.config.server.auth_port
+
+    def dispatch(self, request: AuthRequest):
+        return deferToThreadPool(self.reactor, self.pool, self.runtime.process, request)
+
+    # -- SIGHUP ----------------------------------------------------------------------------------
+
+    def reload(self):
+        """Re-read the NAS list (file and database); a bad new configuration keeps the old one."""
+        def build():
+            config = load_config(self.config_path) if self.config_path else self.config
+            return self.runtime.load_registry(config)
+
+        def swap(registry: NasRegistry):
+            for protocol in self.protocols:
+                protocol.registry = registry
+            log.info("reloaded {count} NAS entries", count=len(registry))
+
+        def keep(failure):
+            log.error("reload failed, keeping the previous NAS list: {error}", error=str(failure.value))
+
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), build).addCallbacks(swap, keep)
+

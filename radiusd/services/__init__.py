@@ -1,0 +1,42 @@
+"""Use-cases shared by the admin CLI and the admin API, and the errors they raise.
+
+Each error carries a stable ``code`` that the API puts in problem+json and the CLI prints.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+class ServiceError(Exception):
+    code = "error"
+
+    def __init__(self, field: str, detail: str):
+        super().__init__(detail)
+        self.field = field
+        self.detail = detail
+
+
+class Invalid(ServiceError):
+    code = "invalid"
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+
+    def __init__(self, kind: str, name: str):
+        super().__init__(kind, f"{kind} {name} not found")
+
+
+def first_error(error: ValidationError) -> Invalid:
+    """The first pydantic error as one readable ``Invalid``."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "body"
+    if first["type"] == "extra_forbidden":
+        return Invalid(field, f"unknown field {field}")
+    message = first["msg"].removeprefix("Value error, ")
+    return Invalid(field, f"{field}: {message}")

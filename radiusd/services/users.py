@@ -1,0 +1,301 @@
+"""Local users: validation, storage and the queries the pipeline, CLI and API share."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from radiusd.crypto import PasswordHasher
+from radiusd.db.engine import Database
+from radiusd.db.tables import users, utcnow
+from radiusd.dictionary import RadiusDictionary, UnknownAttribute
+from radiusd.model import User
+from radiusd.services import Conflict, Invalid, NotFound, first_error
+from radiusd.services.audit import record_event
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_BYTES = 128  # RFC 2865 §5.2
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+FRAMED_IP_KEYWORDS = ("user-selects", "nas-assigns")
+Status = Literal["active", "disabled", "expired", "blocked"]
+
+
+def normalise_phone(value: str) -> str:
+    """E.164 (+ and 8–15 digits); the Turkish national form 05xxxxxxxxx becomes +905xxxxxxxxx."""
+    digits = re.sub(r"[\s().-]", "", value)
+    if not digits:
+        return ""
+    if re.fullmatch(r"05\d{9}", digits):
+        digits = "+9" + digits
+    elif digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if not re.fullmatch(r"\+[1-9]\d{7,14}", digits):
+        raise ValueError("phone must be in E.164 form (+ and country code) or 05xxxxxxxxx")
+    return digits
+
+
+class ReplyAttribute(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    value: str | int
+
+
+class UserFields(BaseModel):
+    """The writable profile fields of a user (SPEC §5), without username and password."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    first_name: str = Field("", max_length=128)
+    last_name: str = Field("", max_length=128)
+    email: str = Field("", max_length=254)
+    phone: str = Field("", max_length=32)
+    expires_at: datetime | None = None
+    framed_ip_address: str | None = None
+    sponsor_name: str = Field("", max_length=128)
+    sponsor_email: str = Field("", max_length=254)
+    description: str = Field("", max_length=1000)
+    mfa_exempt: bool = False
+    reply_attributes: list[ReplyAttribute] = Field(default_factory=list, max_length=64)
+
+    @field_validator("email", "sponsor_email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if value and not EMAIL.match(value):
+            raise ValueError("not an email address")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        return normalise_phone(value)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc) if value else None
+
+    @field_validator("framed_ip_address")
+    @classmethod
+    def _framed_ip(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value in FRAMED_IP_KEYWORDS:
+            return value
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ValueError("Framed-IP-Address must be an IPv4 address, user-selects or nas-assigns") from None
+
+
+def check_username(username: str) -> str:
+    if not 1 <= len(username) <= 64:
+        raise Invalid("username", "username must be 1 to 64 characters")
+    if any(unicodedata.category(ch).startswith("C") for ch in username):
+        raise Invalid("username", "username must not contain control characters")
+    return username
+
+
+def check_password(password: str, confirmation: str | None = None) -> str:
+    if confirmation is not None and password != confirmation:
+        raise Invalid("password_confirmation", "password and confirmation differ")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise Invalid("password", f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise Invalid("password", f"password must be at most {MAX_PASSWORD_BYTES} bytes")
+    if any(unicodedata.category(ch) == "Cc" for ch in password):
+        raise Invalid("password", "password must not contain control characters")
+    return password
+
+
+def parse_fields(data: dict, *, partial: bool = False) -> dict:
+    """Validate profile fields; with ``partial``, only the given ones. Raises Invalid."""
+    try:
+        model = UserFields.model_validate(data)
+    except ValidationError as exc:
+        raise first_error(exc) from None
+    values = model.model_dump(exclude_unset=partial)
+    if "reply_attributes" in values:
+        values["reply_attributes"] = [dict(item) for item in values["reply_attributes"]]
+    return values
+
+
+def check_reply_attributes(dictionary: RadiusDictionary, attributes: list[dict]) -> None:
+    for item in attributes:
+        try:
+            dictionary.validate(item["name"], item["value"])
+        except UnknownAttribute:
+            raise Invalid("reply_attributes", f"unknown attribute {item['name']}") from None
+        except (ValueError, TypeError) as exc:
+            raise Invalid("reply_attributes", f"{item['name']}: {exc}") from None
+
+
+def user_from_row(row) -> User:
+    return User(
+        id=row.id,
+        username=row.username,
+        password_hash=row.password_hash,
+        enabled=row.enabled,
+        expires_at=row.expires_at,
+        framed_ip_address=row.framed_ip_address,
+        mfa_exempt=row.mfa_exempt,
+        reply_attributes=tuple((item["name"], item["value"]) for item in row.reply_attributes or ()),
+        phone=row.phone,
+    )
+
+
+_FIND_USER = select(users).where(users.c.username == bindparam("username"))
+
+
+def find_user(database: Database, username: str) -> User | None:
+    with database.engine.connect() as conn:
+        row = conn.execute(_FIND_USER, {"username": username}).first()
+    return user_from_row(row) if row else None
+
+
+def status_of(row, now: datetime) -> Status:
+    if not row.enabled:
+        return "disabled"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def to_view(row, now: datetime | None = None) -> dict:
+    """A user as the CLI and API show it: every field but secrets, plus derived status."""
+    now = now or utcnow()
+    return {
+        "username": row.username,
+        "first_name": row.first_name,
+        "last_name": row.last_name,
+        "email": row.email,
+        "phone": row.phone,
+        "expires_at": row.expires_at,
+        "framed_ip_address": row.framed_ip_address,
+        "sponsor_name": row.sponsor_name,
+        "sponsor_email": row.sponsor_email,
+        "description": row.description,
+        "mfa_exempt": row.mfa_exempt,
+        "reply_attributes": list(row.reply_attributes or []),
+        "status": status_of(row, now),
+        "blocked": False,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "last_login_at": row.last_login_at,
+    }
+
+
+class UserService:
+    """Use-cases on local users, shared by ``radiusd-admin`` and the admin API."""
+
+    def __init__(self, database: Database, hasher: PasswordHasher, dictionary: RadiusDictionary,
+                 actor: str = "cli"):
+        self.database = database
+        self.hasher = hasher
+        self.dictionary = dictionary
+        self.actor = actor
+
+    def _audit(self, action: str, username: str, **detail) -> None:
+        record_event(self.database, "admin", username=username, result="ok", reason=action,
+                     actor=self.actor, detail=detail)
+
+    def create(self, username: str, fields: dict, password: str | None = None,
+               confirmation: str | None = None) -> dict:
+        check_username(username)
+        values = parse_fields(fields)
+        check_reply_attributes(self.dictionary, values["reply_attributes"])
+        password_hash = self.hasher.hash(check_password(password, confirmation)) if password else None
+        now = utcnow()
+        try:
+            with self.database.writer.begin() as conn:
+                conn.execute(insert(users).values(
+                    username=username, password_hash=password_hash, enabled=True,
+                    created_at=now, updated_at=now, **values))
+        except IntegrityError:
+            raise Conflict("username", f"user {username} already exists") from None
+        self._audit("user.create", username)
+        return self.show(username)
+
+    def show(self, username: str) -> dict:
+        with self.database.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.username == username)).first()
+        if row is None:
+            raise NotFound("user", username)
+        return to_view(row)
+
+    def update(self, username: str, fields: dict) -> dict:
+        values = parse_fields(fields, partial=True)
+        if "reply_attributes" in values:
+            check_reply_attributes(self.dictionary, values["reply_attributes"])
+        return self._change(username, "user.update", fields=sorted(values), **values)
+
+    def set_enabled(self, username: str, enabled: bool) -> dict:
+        return self._change(username, "user.enable" if enabled else "user.disable", enabled=enabled)
+
+    def set_password(self, username: str, password: str, confirmation: str | None = None) -> dict:
+        return self._change(username, "user.password",
+                            password_hash=self.hasher.hash(check_password(password, confirmation)))
+
+    def delete(self, username: str) -> None:
+        with self.database.writer.begin() as conn:
+            if conn.execute(delete(users).where(users.c.username == username)).rowcount == 0:
+                raise NotFound("user", username)
+        self._audit("user.delete", username)
+
+    def list(self, *, q: str | None = None, status: Status | None = None,
+             expires_before: datetime | None = None, limit: int = 100,
+             cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """A page of users ordered by username; the cursor is the last username shown."""
+        now = utcnow()
+        query = select(users).order_by(users.c.username)
+        if q:
+            pattern = f"%{q.lower()}%"
+            query = query.where(or_(*(func.lower(column).like(pattern) for column in (
+                users.c.username, users.c.first_name, users.c.last_name, users.c.email))))
+        if expires_before is not None:
+            query = query.where(users.c.expires_at < expires_before)
+        if status == "disabled":
+            query = query.where(users.c.enabled.is_(False))
+        elif status == "expired":
+            query = query.where(users.c.enabled.is_(True), users.c.expires_at <= now)
+        elif status == "active":
+            query = query.where(users.c.enabled.is_(True),
+                                or_(users.c.expires_at.is_(None), users.c.expires_at > now))
+        elif status == "blocked":
+            return [], None  # blocks arrive with the blocking mechanism
+        if cursor:
+            query = query.where(users.c.username > cursor)
+        with self.database.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit + 1)).all()
+        page = [to_view(row, now) for row in rows[:limit]]
+        return page, (rows[limit - 1].username if len(rows) > limit else None)
+
+    def _change(self, username: str, action: str, fields: list[str] | None = None, **values) -> dict:
+        with self.database.writer.begin() as conn:
+            result = conn.execute(update(users).where(users.c.username == username)
+                                  .values(updated_at=utcnow(), **values))
+            if result.rowcount == 0:
+                raise NotFound("user", username)
+        self._audit(action, username, **({"fields": fields} if fields is not None else {}))
+        return self.show(username)
+
+
+def stored_attribute_problems(database: Database, dictionary: RadiusDictionary) -> list[str]:
+    """Users' reply attributes that the current dictionary cannot send (for check-config)."""
+    problems = []
+    with database.engine.connect() as conn:
+        rows = conn.execute(select(users.c.username, users.c.reply_attributes)).all()
+    for username, attributes in rows:
+        try:
+            check_reply_attributes(dictionary, list(attributes or []))
+        except Invalid as exc:
+            problems.append(f"user {username}: {exc.detail}")
+    return problems
