@@ -50,6 +50,14 @@ class AdminContext:
         return UserService(self.database, PasswordHasher(self.config.security), RadiusDictionary(), actor="cli")
 
     @cached_property
+    def otp(self):
+        import time
+
+        from radiusd.services.otp import OtpService
+
+        return OtpService(self.database, self.seed_key, self.config.mfa, time.time, actor="cli")
+
+    @cached_property
     def nas(self):
         from radiusd.services.nas import NasService
 
@@ -364,6 +372,72 @@ def user_delete(admin, username):
     """Delete the user."""
     admin.users.delete(username)
     admin.emit({"deleted": username})
+
+
+# -- otp ---------------------------------------------------------------------------------------
+
+@main.group()
+def otp():
+    """SoftOTP (authenticator app) enrolments."""
+
+
+@otp.command("enroll")
+@click.argument("username")
+@click.option("--qr", default="terminal", metavar="terminal|svg:FILE",
+              help="show the QR code in the terminal (default) or write it as an SVG file")
+@click.pass_obj
+@operation
+def otp_enroll(admin, username, qr):
+    """Create (or replace a pending) enrolment; the QR code and activation code are shown once."""
+    import segno
+
+    if qr != "terminal" and not qr.startswith("svg:"):
+        raise click.UsageError("--qr takes terminal or svg:FILE")
+    enrolment = admin.otp.enroll(username)
+    if admin.format == "json":
+        admin.emit(enrolment)
+        return
+    code = segno.make(enrolment["otpauth_uri"], error="m")
+    if qr == "terminal":
+        code.terminal(compact=True)
+    else:
+        code.save(qr[4:], kind="svg")
+        click.echo(f"QR code written to {qr[4:]}")
+    click.echo(f"otpauth URI: {enrolment['otpauth_uri']}")
+    click.echo(f"activation code: {enrolment['activation_code']}")
+    click.echo(f"valid until: {enrolment['expires_at'].isoformat(timespec='seconds')}; "
+               f"verify with: radiusd-admin otp verify {username} CODE")
+
+
+@otp.command("verify")
+@click.argument("username")
+@click.argument("code")
+@click.pass_obj
+@operation
+def otp_verify(admin, username, code):
+    """Check a code (the first one verifies the enrolment); consumes its time step."""
+    valid = admin.otp.verify(username, code)
+    admin.emit({"username": username, "valid": valid})
+    if not valid:
+        sys.exit(1)
+
+
+@otp.command("reset")
+@click.argument("username")
+@click.pass_obj
+@operation
+def otp_reset(admin, username):
+    """Remove the user's enrolment."""
+    admin.otp.reset(username)
+    admin.emit({"reset": username})
+
+
+@otp.command("list")
+@click.pass_obj
+@operation
+def otp_list(admin):
+    """SoftOTP users with their Verified flag."""
+    admin.emit(admin.otp.list(), ["username", "verified", "enrolled_at", "verified_at"])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_PATH = "/etc/radiusd/radiusd.toml"
 ENV_PREFIX = "RADIUSD_"
@@ -32,7 +32,7 @@ class Section(BaseModel):
 class SecretRef(Section):
     """A secret given inline, in a file or in an environment variable; read on use."""
 
-    value: str | None = None
+    value: str | None = Field(None, repr=False)  # str() must not show it either
     file: str | None = None
     env: str | None = None
 
@@ -134,6 +134,28 @@ class SmsSection(Section):
     spool_path: str = "var/sms.spool"
     max_per_window: int = Field(3, ge=1)
     window_seconds: int = Field(600, gt=0)
+    message: str = "Your {issuer} code is {code}"
+    # http gateway: {phone} and {message} in url and body are replaced, escaped for the place
+    url: str = ""
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    headers: dict[str, SecretRef] = {}
+    body: str = '{"to": "{phone}", "text": "{message}"}'
+    content_type: str = "application/json"
+    success_statuses: list[int] = [200, 201, 202, 204]
+    timeout_seconds: float = Field(5, gt=0, le=30)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_secrets(cls, value):
+        return {name: _secret(item) for name, item in value.items()} if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _http_needs_url(self):
+        if self.gateway == "http" and not self.url.startswith(("http://", "https://")):
+            raise ValueError("gateway http needs url = \"http(s)://...\"")
+        if "{code}" not in self.message:
+            raise ValueError("message must contain {code}")
+        return self
 
 
 class NasSection(Section):
@@ -153,8 +175,8 @@ class NasSection(Section):
         return value
 
 
-# Built in so far; ldap_users, totp, sms_otp and push join as their issues land.
-BUILTIN_PLUGINS = ("account_state", "local_users", "audit")
+# Built in so far; ldap_users and push join as their issues land.
+BUILTIN_PLUGINS = ("account_state", "local_users", "totp", "sms_otp", "audit")
 
 
 class PluginsSection(Section):

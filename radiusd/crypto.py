@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -34,6 +36,7 @@ class SeedKey:
         if len(key) != 32:
             raise ConfigError("seed key must be 32 bytes (base64-encoded)")
         self._aead = AESGCM(key)
+        self._mac_key = hmac.new(key, b"radiusd keyed digests", hashlib.sha256).digest()
 
     @classmethod
     def load(cls, reference: SecretRef) -> "SeedKey":
@@ -47,9 +50,16 @@ class SeedKey:
         nonce = secrets.token_bytes(NONCE_LENGTH)
         return BLOB_VERSION + nonce + self._aead.encrypt(nonce, plaintext, purpose.encode())
 
+    def digest(self, value: bytes, purpose: str) -> str:
+        """A keyed digest (HMAC-SHA256, hex): short codes stored this way resist brute force
+        by whoever reads the database without the seed key."""
+        return hmac.new(self._mac_key, purpose.encode() + b"\0" + value, hashlib.sha256).hexdigest()
+
     def decrypt(self, blob: bytes, purpose: str) -> bytes:
         if blob[:1] != BLOB_VERSION:
             raise DecryptionError("unknown blob version")
+        if len(blob) < 1 + NONCE_LENGTH + 16:  # version, nonce, GCM tag
+            raise DecryptionError(f"{purpose} is truncated")
         nonce = blob[1:1 + NONCE_LENGTH]
         try:
             return self._aead.decrypt(nonce, blob[1 + NONCE_LENGTH:], purpose.encode())

@@ -23,6 +23,8 @@ class Reason(StrEnum):
     BAD_OTP = "bad_otp"
     OTP_REPLAY = "otp_replay"
     CHALLENGE_EXPIRED = "challenge_expired"
+    BAD_STATE = "bad_state"
+    SMS_RATE_LIMITED = "sms_rate_limited"
     BACKEND_ERROR = "backend_error"
     UNSUPPORTED_AUTH_TYPE = "unsupported_auth_type"
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 import pluggy
 
+from radiusd.challenges import ChallengeStore, PendingChallenge
 from radiusd.config import BUILTIN_PLUGINS, Config, ConfigError
 from radiusd.crypto import PasswordHasher, SeedKey
 from radiusd.db.engine import Database
@@ -45,6 +46,7 @@ class PluginContext:
     metrics: Metrics
     seed_key: SeedKey | None
     clock: Callable[[], float]
+    challenges: ChallengeStore
     extra: dict = field(default_factory=dict)
 
 
@@ -69,12 +71,25 @@ class RadiusdSpec:
         not, None if this plugin does not hold this user's password."""
 
     @hookspec(firstresult=True)
-    def radiusd_second_factor(self, request: AuthRequest, user: User, otp: str | None) -> Decision | None:
-        """After a correct password: ``Accept`` (factor satisfied), ``Reject``, ``Challenge``,
-        or None when this plugin has no usable factor for the user.
+    def radiusd_factor_for(self, request: AuthRequest, user: User) -> str | None:
+        """The name of the user's usable second factor ("totp", "sms", ...) if this plugin
+        provides it, else None. Plugin order is priority order (SPEC §3.1)."""
 
-        ``otp`` is the code appended to the password in append mode, else None.
+    @hookspec(firstresult=True)
+    def radiusd_second_factor(self, request: AuthRequest, user: User, factor: str,
+                              otp: str | None) -> Decision | None:
+        """After a correct password, for the factor ``radiusd_factor_for`` named: ``Accept``
+        (factor satisfied), ``Reject`` or ``Challenge``; None if ``factor`` is not this plugin's.
+
+        ``otp`` is the code split off the password in append mode, else None.
         """
+
+    @hookspec(firstresult=True)
+    def radiusd_answer_challenge(self, request: AuthRequest, user: User, challenge: PendingChallenge,
+                                 response: bytes) -> Decision | None:
+        """The NAS came back with the State of ``challenge`` (already consumed, checked for
+        expiry, NAS and user) and ``response`` in User-Password. None if the challenge's
+        factor is not this plugin's."""
 
     @hookspec
     def radiusd_reply_attributes(self, request: AuthRequest, user: User) -> list[tuple[str, str | int]]:

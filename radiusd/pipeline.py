@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import pluggy
 
+from radiusd.challenges import PendingChallenge
 from radiusd.decisions import Accept, Decision, PasswordOk, Reason, Reject
 from radiusd.hookspecs import PluginContext
 from radiusd.model import User
@@ -21,6 +22,8 @@ UNSUPPORTED = {
     "mschap": "MS-CHAP needs the NT hash; passwords are stored hashed",
     "eap": "EAP is not supported; use PAP",
 }
+APPENDED_CODE_FACTORS = frozenset({"totp"})
+CODE_LENGTH = 6
 FRAMED_IP_SPECIAL = {"user-selects": "255.255.255.255", "nas-assigns": "255.255.255.254"}
 
 
@@ -46,28 +49,56 @@ class Pipeline:
         if refused is not None:
             return refused, user
         if request.state is not None:
-            # No challenge has been issued by this server yet (second factors come with
-            # their own State store); an unknown State is never accepted.
-            return Reject(Reason.CHALLENGE_EXPIRED, "pipeline"), user
+            outcome = self.answer_challenge(request, user)
+        else:
+            outcome = self.check_credentials(request, user)
+        if not isinstance(outcome, Accept):
+            return outcome, user
+        return Accept(self.reply_attributes(request, user), outcome.decided_by), user
+
+    def check_credentials(self, request: AuthRequest, user: User) -> Decision:
+        """First round: the password (with the code appended, on append-mode NASes), then the
+        user's second factor, or the ``[mfa] required`` policy when there is none."""
+        hook = self.hook
         if not request.password:
             self.context.hasher.dummy_verify(request.password)
-            return Reject(Reason.NO_PASSWORD, "pipeline"), user
-        verdict = hook.radiusd_authenticate(request=request, user=user, password=request.password)
+            return Reject(Reason.NO_PASSWORD, "pipeline")
+        factor = hook.radiusd_factor_for(request=request, user=user)
+        password, otp = request.password, None
+        if factor in APPENDED_CODE_FACTORS and request.mfa_mode == "append":
+            password, otp = split_appended_code(request.password)
+        verdict = hook.radiusd_authenticate(request=request, user=user, password=password)
         if not isinstance(verdict, PasswordOk):
-            return verdict or Reject(Reason.BAD_PASSWORD, "pipeline", "no plugin holds the password"), user
-        factor = hook.radiusd_second_factor(request=request, user=user, otp=None)
+            return verdict or Reject(Reason.BAD_PASSWORD, "pipeline", "no plugin holds the password")
         if factor is None:
             if self.context.config.mfa.required and not user.mfa_exempt:
-                return Reject(Reason.OTP_REQUIRED, "pipeline"), user
-        elif not isinstance(factor, Accept):
-            return factor, user
-        return Accept(self.reply_attributes(request, user), verdict.decided_by), user
+                return Reject(Reason.OTP_REQUIRED, "pipeline")
+            return Accept(decided_by=verdict.decided_by)
+        decision = hook.radiusd_second_factor(request=request, user=user, factor=factor, otp=otp)
+        return decision or Reject(Reason.OTP_REQUIRED, "pipeline", f"no plugin handles factor {factor}")
+
+    def answer_challenge(self, request: AuthRequest, user: User) -> Decision:
+        """Second round: the State must be ours, live, single-use, same NAS and same user."""
+        pending = self.context.challenges.take(request.state, nas=request.nas, username=user.username)
+        if not isinstance(pending, PendingChallenge):
+            return Reject(pending, "pipeline")
+        decision = self.hook.radiusd_answer_challenge(request=request, user=user, challenge=pending,
+                                                      response=request.password or b"")
+        return decision or Reject(Reason.BAD_STATE, "pipeline", f"no plugin answers {pending.factor}")
 
     def reply_attributes(self, request: AuthRequest, user: User) -> tuple:
         collected = [pair for result in self.hook.radiusd_reply_attributes(request=request, user=user)
                      for pair in result]
         now = datetime.fromtimestamp(self.context.clock(), timezone.utc)
         return tuple(cap_session_timeout(collected, user.expires_at, now))
+
+
+def split_appended_code(value: bytes) -> tuple[bytes, str | None]:
+    """Append mode: the password immediately followed by a 6-digit code (ASCII digits only)."""
+    code = value[-CODE_LENGTH:]
+    if len(value) > CODE_LENGTH and code.isascii() and code.isdigit():
+        return value[:-CODE_LENGTH], code.decode()
+    return value, None
 
 
 def framed_ip_value(address: str) -> str:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
+from radiusd.challenges import ChallengeStore
 from radiusd.clients import NasRegistry, nas_from_config
 from radiusd.config import Config, ConfigError, load_config
 from radiusd.crypto import PasswordHasher, SeedKey
@@ -78,7 +79,8 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
     hasher = PasswordHasher(config.security)
     metrics = Metrics()
     context = PluginContext(config=config, database=database, dictionary=dictionary, hasher=hasher,
-                            metrics=metrics, seed_key=seed_key, clock=time.time)
+                            metrics=metrics, seed_key=seed_key, clock=time.time,
+                            challenges=ChallengeStore(database, time.time, metrics))
     manager = register_plugins(context)
     return Runtime(config, database, seed_key, dictionary, hasher, metrics, context,
                    Pipeline(manager, context), manager)

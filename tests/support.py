@@ -209,9 +209,9 @@ class RadiusClient:
             request[name.replace("_", "-")] = value
         return request
 
-    def status_server(self, message_authenticator: bool = True) -> pyrad_packet.Packet:
-        request = pyrad_packet.Packet(code=pyrad_packet.StatusServer, secret=self.secret, dict=DICTIONARY,
-                                      id=secrets.randbelow(256), authenticator=secrets.token_bytes(16))
+    def status_server(self, message_authenticator: bool = True) -> pyrad_packet.AuthPacket:
+        request = pyrad_packet.AuthPacket(code=pyrad_packet.StatusServer, secret=self.secret, dict=DICTIONARY,
+                                          id=secrets.randbelow(256))
         if message_authenticator:
             request.add_message_authenticator()
         return request

@@ -9,7 +9,10 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    ForeignKey,
+    Index,
     Column,
     DateTime,
     Integer,
@@ -26,6 +29,7 @@ metadata = MetaData(
         "ix": "ix_%(column_0_label)s",
         "uq": "uq_%(table_name)s_%(column_0_name)s",
         "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     }
 )
 
@@ -113,4 +117,40 @@ audit_events = Table(
     Column("reason", String(64), nullable=False, server_default=""),
     Column("actor", String(128), nullable=False, server_default=""),
     Column("detail", JSON, nullable=False),
+)
+
+otp_enrolments = Table(
+    "otp_enrolments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("secret_encrypted", LargeBinary, nullable=False),
+    Column("verified", Boolean, nullable=False, server_default="0"),
+    Column("enrolled_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),  # an unverified enrolment dies then
+    Column("verified_at", UTCDateTime, nullable=True),
+    Column("last_step", BigInteger, nullable=True),  # newest TOTP time step accepted (replay guard)
+    Column("activation_code_hash", String(64), nullable=True, unique=True),
+)
+
+challenges = Table(
+    "challenges",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),  # SHA-256 of the State; never the State
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("username", String(64), nullable=False),
+    Column("nas", String(64), nullable=False),
+    Column("factor", String(16), nullable=False),
+    Column("code_hash", String(64), nullable=True),  # SMS: keyed hash of the code sent
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+sms_messages = Table(
+    "sms_messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("sent_at", UTCDateTime, nullable=False),
+    Index("ix_sms_messages_user_sent", "user_id", "sent_at"),
 )

@@ -79,12 +79,18 @@ class NasService:
             rows = conn.execute(select(nas_devices).order_by(nas_devices.c.name)).all()
         return static + [_view(row) for row in rows]
 
+    def _refuse_static(self, name: str) -> None:
+        if any(section.name == name for section in self.config.nas):
+            raise Conflict("name", f"NAS {name} is defined in the configuration file; change it there")
+
     def remove(self, name: str) -> None:
+        self._refuse_static(name)
         with self.database.writer.begin() as conn:
             if conn.execute(delete(nas_devices).where(nas_devices.c.name == name)).rowcount == 0:
                 raise NotFound("NAS", name)
 
     def rotate_secret(self, name: str, secret: str) -> None:
+        self._refuse_static(name)
         self._check_secret(name, secret)
         with self.database.writer.begin() as conn:
             result = conn.execute(update(nas_devices).where(nas_devices.c.name == name).values(
