@@ -58,6 +58,14 @@ class AdminContext:
         return OtpService(self.database, self.seed_key, self.config.mfa, time.time, actor="cli")
 
     @cached_property
+    def blocks(self):
+        import time
+
+        from radiusd.services.blocks import BlockService
+
+        return BlockService(self.database, self.config.lockout, time.time, actor="cli")
+
+    @cached_property
     def nas(self):
         from radiusd.services.nas import NasService
 
@@ -321,13 +329,21 @@ def user_set(admin, username, password_stdin, **options):
         admin.emit(admin.users.show(username))
 
 
+BLOCKED_COLUMNS = ["username", "reason", "blocked_at", "blocked_until", "remaining_seconds", "permanent",
+                   "failed_attempts"]
+
+
 @user.command("list")
 @click.option("--status", type=click.Choice(["active", "disabled", "expired", "blocked"]))
 @click.option("--search", "q", help="substring of username, name or email")
+@click.option("--blocked", is_flag=True, help="blocked users with reason, times and failed attempts")
 @click.pass_obj
 @operation
-def user_list(admin, status, q):
+def user_list(admin, status, q, blocked):
     """List users."""
+    if blocked:
+        admin.emit(admin.blocks.list_blocked(), BLOCKED_COLUMNS)
+        return
     rows, cursor = [], None
     while True:
         page, cursor = admin.users.list(q=q, status=status, limit=500, cursor=cursor)
@@ -372,6 +388,53 @@ def user_delete(admin, username):
     """Delete the user."""
     admin.users.delete(username)
     admin.emit({"deleted": username})
+
+
+@user.command("block")
+@click.argument("username")
+@click.option("--seconds", type=click.IntRange(min=1), help="block for this many seconds")
+@click.option("--permanent", is_flag=True, help="block until an administrator removes it")
+@click.option("--reason", required=True, help="why (shown in the blocked-users list)")
+@click.pass_obj
+@operation
+def user_block(admin, username, seconds, permanent, reason):
+    """Block a user manually, for a duration or permanently."""
+    if (seconds is None) == (not permanent):
+        raise click.UsageError("give exactly one of --seconds N and --permanent")
+    admin.emit(admin.blocks.block(username, seconds=seconds, permanent=permanent, reason=reason))
+
+
+@user.command("unblock")
+@click.argument("username")
+@click.pass_obj
+@operation
+def user_unblock(admin, username):
+    """Remove a user's block (automatic or manual) and clear the failure count."""
+    admin.blocks.unblock(username)
+    admin.emit({"unblocked": username})
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+@main.group("settings")
+def settings_group():
+    """Settings stored in the database."""
+
+
+@settings_group.command("lockout")
+@click.option("--max-failures", type=int, help="failed attempts that block (1-100)")
+@click.option("--window-seconds", type=int, help="window in which they must fall")
+@click.option("--block-seconds", type=int, help="how long an automatic block lasts")
+@click.option("--permanent/--no-permanent", default=None, help="automatic blocks last until removed")
+@click.pass_obj
+@operation
+def settings_lockout(admin, max_failures, window_seconds, block_seconds, permanent):
+    """Show the lockout settings, or change the given ones."""
+    changes = {key: value for key, value in dict(max_failures=max_failures, window_seconds=window_seconds,
+                                                  block_seconds=block_seconds, permanent=permanent).items()
+               if value is not None}
+    current = admin.blocks.set_lockout_settings(changes) if changes else admin.blocks.lockout_settings()
+    admin.emit(current.model_dump())
 
 
 # -- otp ---------------------------------------------------------------------------------------

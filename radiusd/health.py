@@ -24,10 +24,12 @@ CHECK_INTERVAL_SECONDS = 2.0
 class HealthMonitor:
     """Keeps ``checks`` (name → error text or None) up to date; ``ok`` when all pass."""
 
-    def __init__(self, reactor, pool, database: Database, interval: float = CHECK_INTERVAL_SECONDS):
+    def __init__(self, reactor, pool, database: Database, interval: float = CHECK_INTERVAL_SECONDS,
+                 refresh=lambda: None):
         self.reactor = reactor
         self.pool = pool
         self.database = database
+        self.refresh = refresh  # gauges read from the database, refreshed after each good ping
         self.checks: dict[str, str | None] = {"database": None}
         self._loop = LoopingCall(self.check)
         self._loop.clock = reactor
@@ -45,9 +47,13 @@ class HealthMonitor:
             self._loop.stop()
 
     def check(self):
-        done = deferToThreadPool(self.reactor, self.pool, self.database.ping)
+        done = deferToThreadPool(self.reactor, self.pool, self._ping_and_refresh)
         done.addCallbacks(self._passed, self._failed)
         return done
+
+    def _ping_and_refresh(self) -> None:
+        self.database.ping()
+        self.refresh()
 
     def _passed(self, _):
         if self.checks["database"] is not None:

@@ -19,9 +19,14 @@ class User:
     reply_attributes: tuple[tuple[str, str], ...]
     phone: str = ""
     source: str = "local"
+    blocked_until: datetime | None = None
+    block_permanent: bool = False
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    def is_blocked(self, now: datetime) -> bool:
+        return self.block_permanent or (self.blocked_until is not None and self.blocked_until > now)
 
 
 @dataclass(frozen=True, slots=True)

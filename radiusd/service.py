@@ -34,6 +34,7 @@ from radiusd.packets import AuthRequest
 from radiusd.pipeline import Pipeline
 from radiusd.protocol import AuthProtocol, Outcome
 from radiusd.replies import encode_attributes
+from radiusd.services.blocks import BlockService
 from radiusd.services.nas import NasService
 
 log = Logger(namespace="radiusd.service")
@@ -108,7 +109,9 @@ class RadiusService(MultiService):
         self.config_path = config_path
         self.serve_ops = serve_ops
         self.pool = ThreadPool(minthreads=1, maxthreads=self.config.server.auth_threads, name="radiusd-auth")
-        self.monitor = HealthMonitor(reactor, reactor.getThreadPool(), runtime.database)
+        blocks = BlockService(runtime.database, self.config.lockout, time.time)
+        self.monitor = HealthMonitor(reactor, reactor.getThreadPool(), runtime.database,
+                                     refresh=lambda: runtime.metrics.blocked_users.set(blocks.count_blocked()))
         self.dedupe = DuplicateCache(self.config.server.dedupe_seconds, reactor.seconds)
         self.protocols: list[AuthProtocol] = []
         self.ports = []

@@ -81,6 +81,13 @@ users = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("last_login_at", UTCDateTime, nullable=True),
+    # Blocking (SPEC §3.2): failures of the current series, and the block, if any.
+    Column("failed_attempts", Integer, nullable=False, server_default="0"),
+    Column("first_failure_at", UTCDateTime, nullable=True),
+    Column("blocked_at", UTCDateTime, nullable=True),
+    Column("blocked_until", UTCDateTime, nullable=True),
+    Column("block_permanent", Boolean, nullable=False, server_default="0"),
+    Column("block_reason", String(255), nullable=False, server_default=""),
 )
 
 nas_devices = Table(

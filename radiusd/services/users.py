@@ -19,6 +19,7 @@ from radiusd.dictionary import RadiusDictionary, UnknownAttribute
 from radiusd.model import User
 from radiusd.services import Conflict, Invalid, NotFound, first_error
 from radiusd.services.audit import record_event
+from radiusd.services.blocks import blocked_clause, not_blocked_clause
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_BYTES = 128  # RFC 2865 §5.2
@@ -149,6 +150,8 @@ def user_from_row(row) -> User:
         mfa_exempt=row.mfa_exempt,
         reply_attributes=tuple((item["name"], item["value"]) for item in row.reply_attributes or ()),
         phone=row.phone,
+        blocked_until=row.blocked_until,
+        block_permanent=row.block_permanent,
     )
 
 
@@ -161,9 +164,15 @@ def find_user(database: Database, username: str) -> User | None:
     return user_from_row(row) if row else None
 
 
+def is_blocked(row, now: datetime) -> bool:
+    return row.block_permanent or (row.blocked_until is not None and row.blocked_until > now)
+
+
 def status_of(row, now: datetime) -> Status:
     if not row.enabled:
         return "disabled"
+    if is_blocked(row, now):
+        return "blocked"
     if row.expires_at is not None and row.expires_at <= now:
         return "expired"
     return "active"
@@ -186,7 +195,7 @@ def to_view(row, now: datetime | None = None) -> dict:
         "mfa_exempt": row.mfa_exempt,
         "reply_attributes": list(row.reply_attributes or []),
         "status": status_of(row, now),
-        "blocked": False,
+        "blocked": is_blocked(row, now),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
         "last_login_at": row.last_login_at,
@@ -264,13 +273,13 @@ class UserService:
             query = query.where(users.c.expires_at < expires_before)
         if status == "disabled":
             query = query.where(users.c.enabled.is_(False))
-        elif status == "expired":
-            query = query.where(users.c.enabled.is_(True), users.c.expires_at <= now)
-        elif status == "active":
-            query = query.where(users.c.enabled.is_(True),
-                                or_(users.c.expires_at.is_(None), users.c.expires_at > now))
         elif status == "blocked":
-            return [], None  # blocks arrive with the blocking mechanism
+            query = query.where(users.c.enabled.is_(True), blocked_clause(now))
+        elif status == "expired":
+            query = query.where(users.c.enabled.is_(True), not_blocked_clause(now), users.c.expires_at <= now)
+        elif status == "active":
+            query = query.where(users.c.enabled.is_(True), not_blocked_clause(now),
+                                or_(users.c.expires_at.is_(None), users.c.expires_at > now))
         if cursor:
             query = query.where(users.c.username > cursor)
         with self.database.engine.connect() as conn:

@@ -1,0 +1,160 @@
+"""Blocking (SPEC §3.2): failure counting, automatic and manual blocks, lockout settings.
+
+Every change is one atomic statement: a failure is ``failed_attempts = failed_attempts + 1``
+(restarting the series when its first failure left the window), and the block that follows is
+a conditional UPDATE on the same row, so concurrent failures on any number of threads,
+processes or instances are all counted and block exactly once. Block ends are stored UTC times.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from pydantic import ValidationError
+from sqlalchemy import and_, case, func, insert, or_, select, update
+
+from radiusd.config import LockoutSection
+from radiusd.db.engine import Database
+from radiusd.db.tables import settings, users
+from radiusd.services import Invalid, NotFound, first_error
+from radiusd.services.audit import record_event
+
+LOCKOUT = "lockout"
+AUTOMATIC_REASON = "too many failed attempts"
+
+
+def blocked_clause(now: datetime):
+    """SQL: the user is blocked at ``now``."""
+    return or_(users.c.block_permanent.is_(True), users.c.blocked_until > now)
+
+
+def not_blocked_clause(now: datetime):
+    return and_(users.c.block_permanent.is_(False), or_(users.c.blocked_until.is_(None), users.c.blocked_until <= now))
+
+
+class BlockService:
+    def __init__(self, database: Database, defaults: LockoutSection, clock: Callable[[], float],
+                 actor: str = "cli"):
+        self.database = database
+        self.defaults = defaults
+        self.clock = clock
+        self.actor = actor
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
+
+    # -- settings ----------------------------------------------------------------------------------
+
+    def lockout_settings(self) -> LockoutSection:
+        """The stored settings; the ``[lockout]`` section seeds them on first use."""
+        with self.database.engine.connect() as conn:
+            stored = conn.execute(select(settings.c.value).where(settings.c.name == LOCKOUT)).scalar()
+        return LockoutSection.model_validate(stored) if stored is not None else self.defaults
+
+    def set_lockout_settings(self, changes: dict) -> LockoutSection:
+        try:
+            updated = LockoutSection.model_validate({**self.lockout_settings().model_dump(), **changes})
+        except ValidationError as exc:
+            raise first_error(exc) from None
+        value, now = updated.model_dump(), self.now()
+        with self.database.writer.begin() as conn:
+            if conn.execute(update(settings).where(settings.c.name == LOCKOUT)
+                            .values(value=value, updated_at=now)).rowcount == 0:
+                conn.execute(insert(settings).values(name=LOCKOUT, value=value, updated_at=now))
+        record_event(self.database, "admin", result="ok", reason="settings.lockout", actor=self.actor, detail=value)
+        return updated
+
+    # -- counting (pipeline) -------------------------------------------------------------------------
+
+    def record_failure(self, user_id: int, username: str) -> bool:
+        """Count one failure; block the user if that reached the limit. True if it blocked.
+
+        A block ends the series (``first_failure_at`` cleared) but keeps the count on show."""
+        policy = self.lockout_settings()
+        now = self.now()
+        series_over = or_(users.c.first_failure_at.is_(None),
+                          users.c.first_failure_at <= now - timedelta(seconds=policy.window_seconds))
+        until = None if policy.permanent else now + timedelta(seconds=policy.block_seconds)
+        with self.database.writer.begin() as conn:
+            conn.execute(update(users).where(users.c.id == user_id).values(
+                failed_attempts=case((series_over, 1), else_=users.c.failed_attempts + 1),
+                first_failure_at=case((series_over, now), else_=users.c.first_failure_at)))
+            blocked = conn.execute(update(users).where(
+                users.c.id == user_id, users.c.failed_attempts >= policy.max_failures, not_blocked_clause(now))
+                .values(blocked_at=now, blocked_until=until, block_permanent=policy.permanent,
+                        block_reason=AUTOMATIC_REASON, first_failure_at=None)).rowcount == 1
+        if blocked:
+            record_event(self.database, "block", username=username, result="blocked", reason="automatic",
+                         actor="lockout", detail={"until": until.isoformat() if until else None,
+                                                  "permanent": policy.permanent})
+        return blocked
+
+    def clear_failures(self, user_id: int) -> None:
+        with self.database.writer.begin() as conn:
+            conn.execute(update(users).where(users.c.id == user_id, users.c.failed_attempts > 0)
+                         .values(failed_attempts=0, first_failure_at=None))
+
+    # -- administration ------------------------------------------------------------------------------
+
+    def block(self, username: str, *, seconds: int | None = None, permanent: bool = False, reason: str) -> dict:
+        if permanent == (seconds is not None):
+            raise Invalid("duration_seconds", "give either a duration in seconds or permanent")
+        if seconds is not None and not 1 <= seconds <= 10 * 365 * 86400:
+            raise Invalid("duration_seconds", "duration must be 1 second to 10 years")
+        reason = (reason or "").strip()
+        if not 1 <= len(reason) <= 255:
+            raise Invalid("reason", "a reason of 1 to 255 characters is required")
+        now = self.now()
+        until = None if permanent else now + timedelta(seconds=seconds)
+        with self.database.writer.begin() as conn:
+            if conn.execute(update(users).where(users.c.username == username).values(
+                    blocked_at=now, blocked_until=until, block_permanent=permanent, block_reason=reason,
+                    updated_at=now)).rowcount == 0:
+                raise NotFound("user", username)
+        record_event(self.database, "block", username=username, result="blocked", reason="manual", actor=self.actor,
+                     detail={"until": until.isoformat() if until else None, "permanent": permanent,
+                             "reason": reason})
+        return self.blocked_entry(username)
+
+    def unblock(self, username: str) -> None:
+        now = self.now()
+        with self.database.writer.begin() as conn:
+            found = conn.execute(select(users.c.id, blocked_clause(now).label("blocked"))
+                                 .where(users.c.username == username)).first()
+            if found is None:
+                raise NotFound("user", username)
+            if not found.blocked:
+                raise NotFound("block", username)
+            conn.execute(update(users).where(users.c.id == found.id).values(
+                blocked_at=None, blocked_until=None, block_permanent=False, block_reason="",
+                failed_attempts=0, first_failure_at=None, updated_at=now))
+        record_event(self.database, "block", username=username, result="unblocked", reason="manual",
+                     actor=self.actor)
+
+    def list_blocked(self) -> list[dict]:
+        now = self.now()
+        with self.database.engine.connect() as conn:
+            rows = conn.execute(select(users).where(blocked_clause(now)).order_by(users.c.username)).all()
+        return [blocked_view(row, now) for row in rows]
+
+    def blocked_entry(self, username: str) -> dict:
+        now = self.now()
+        with self.database.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.username == username)).first()
+        if row is None:
+            raise NotFound("user", username)
+        return blocked_view(row, now)
+
+    def count_blocked(self) -> int:
+        with self.database.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(users).where(blocked_clause(self.now()))).scalar()
+
+
+def blocked_view(row, now: datetime) -> dict:
+    remaining = None if row.block_permanent or row.blocked_until is None else \
+        max(0, int((row.blocked_until - now).total_seconds()))
+    return {"username": row.username, "reason": row.block_reason, "blocked_at": row.blocked_at,
+            "blocked_until": None if row.block_permanent else row.blocked_until,
+            "remaining_seconds": remaining, "permanent": row.block_permanent,
+            "failed_attempts": row.failed_attempts}
