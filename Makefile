@@ -15,6 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/radiusd-admin --config $(CONFIG) db upgrade
+	$(BIN)/radiusd-admin --config $(CONFIG) api-client ensure-admin
 	exec $(BIN)/radiusd --config $(CONFIG) serve
 
 test: $(STAMP)

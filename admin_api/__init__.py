@@ -1,0 +1,44 @@
+"""The HTTP admin API (SPEC §5), installed as ``radiusd.admin_api``.
+
+``admin_site`` builds the twisted.web site ``RadiusService`` listens with on ``[api]``:
+``routing`` (route table, token and scope checks, worker-pool dispatch, problem+json,
+body limit, metrics), ``oauth`` (``POST /oauth/token``), ``handlers`` (thin adapters to
+``radiusd.services``), ``models`` (pydantic request models) and ``openapi.yaml`` (the
+contract, served as ``/api/v1/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .handlers import Handlers, build_routes
+from .routing import ApiResource, ApiSite, Router
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+IDLE_TIMEOUT_SECONDS = 60
+
+
+@cache
+def openapi_document() -> dict:
+    return yaml.safe_load(OPENAPI_PATH.read_text())
+
+
+def api_resource(runtime, reactor, pools: dict, nas_changed: Callable[[], None] = lambda: None) -> ApiResource:
+    """The API resource over ``runtime``; ``pools`` maps "api" and "auth" to thread pools.
+
+    ``nas_changed`` is called on the reactor after the API changed a NAS."""
+    handlers = Handlers(runtime, openapi=json.dumps(openapi_document()).encode(),
+                        nas_changed=lambda: reactor.callFromThread(nas_changed))
+    return ApiResource(Router(build_routes(handlers)), reactor=reactor, pools=pools,
+                       authenticate=lambda token: handlers.api_clients().authenticate(token), metrics=runtime.metrics)
+
+
+def admin_site(runtime, reactor, pools: dict, nas_changed: Callable[[], None] = lambda: None) -> ApiSite:
+    site = ApiSite(api_resource(runtime, reactor, pools, nas_changed), timeout=IDLE_TIMEOUT_SECONDS,
+                   reactor=reactor)
+    return site

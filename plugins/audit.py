@@ -33,8 +33,9 @@ class Plugin:
         elif isinstance(decision, Challenge):
             log.info("Challenge: [{user}] (from client {client} port {port} cli {cli})", **fields)
         else:
-            log.info("Login incorrect ({reason}): [{user}] (from client {client} port {port} cli {cli})",
-                     **fields)
+            detail = getattr(decision, "detail", "")  # constant texts (e.g. why CHAP is refused)
+            log.info("Login incorrect ({reason}{why}): [{user}] (from client {client} port {port} cli {cli})",
+                     why=f": {detail}" if detail else "", **fields)
         record_event(self.database, "auth", username=request.user_name, client=request.nas,
                      result=result_of(decision), reason=str(decision.reason),
                      detail={"calling_station_id": request.calling_station_id, "nas_port": request.nas_port,

@@ -12,9 +12,9 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
-from radiusd.db.tables import sms_messages
+from radiusd.db.tables import sms_messages, users
 from radiusd.decisions import Accept, Reason, Reject
 from radiusd.hookspecs import PluginContext, hookimpl
 from radiusd.services.otp import is_code
@@ -41,13 +41,17 @@ class Plugin:
             return None
         if request.mfa_mode == "append":
             return Reject(Reason.OTP_REQUIRED, NAME, "SMS codes need a NAS in challenge mode")
-        if not self._may_send(user):
+        reserved = self._reserve_send(user)
+        if reserved is None:
             return Reject(Reason.SMS_RATE_LIMITED, NAME)
         code = f"{secrets.randbelow(10 ** 6):06d}"
         message = self.settings.message.replace("{issuer}", self.context.config.mfa.issuer).replace("{code}", code)
-        self.gateway.send(user.phone, message)
-        with self.context.database.writer.begin() as conn:
-            conn.execute(insert(sms_messages).values(user_id=user.id, sent_at=self.context.challenges.now()))
+        try:
+            self.gateway.send(user.phone, message)
+        except Exception:  # a message that was not sent does not count against the limit
+            with self.context.database.writer.begin() as conn:
+                conn.execute(delete(sms_messages).where(sms_messages.c.id == reserved))
+            raise
         return self.context.challenges.issue(user, request.nas, NAME, self.context.config.mfa.sms_code_ttl_seconds,
                                              PROMPT, self.context.seed_key.digest(code.encode(), CODE_PURPOSE))
 
@@ -61,9 +65,17 @@ class Plugin:
             return Accept(decided_by=NAME)
         return Reject(Reason.BAD_OTP, NAME)
 
-    def _may_send(self, user) -> bool:
-        since = self.context.challenges.now() - timedelta(seconds=self.settings.window_seconds)
-        with self.context.database.engine.connect() as conn:
+    def _reserve_send(self, user) -> int | None:
+        """Count and record a message in one write transaction serialised per user (SQLite:
+        BEGIN IMMEDIATE; PostgreSQL: the user's row locked), so concurrent logins on any thread,
+        process or instance cannot exceed the limit. The reserved row's id, or None if over."""
+        now = self.context.challenges.now()
+        since = now - timedelta(seconds=self.settings.window_seconds)
+        with self.context.database.writer.begin() as conn:
+            conn.execute(select(users.c.id).where(users.c.id == user.id).with_for_update())
             sent = conn.execute(select(func.count()).select_from(sms_messages)
                                 .where(sms_messages.c.user_id == user.id, sms_messages.c.sent_at > since)).scalar()
-        return sent < self.settings.max_per_window
+            if sent >= self.settings.max_per_window:
+                return None
+            return conn.execute(insert(sms_messages).values(user_id=user.id, sent_at=now)
+                                .returning(sms_messages.c.id)).scalar()

@@ -66,6 +66,15 @@ class AdminContext:
         return BlockService(self.database, self.config.lockout, time.time, actor="cli")
 
     @cached_property
+    def api_clients(self):
+        import time
+
+        from radiusd.services.api_clients import ApiClientService
+
+        return ApiClientService(self.database, self.seed_key, time.time, self.config.api.token_ttl_seconds,
+                                actor="cli")
+
+    @cached_property
     def nas(self):
         from radiusd.services.nas import NasService
 
@@ -156,7 +165,7 @@ def read_secret(from_stdin: bool, prompt: str, confirm: bool = True) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
 def main(ctx, config_file, fmt):
-    """Administer radiusd: database, NAS devices and users."""
+    """Administer radiusd: database, NAS devices, users and API clients."""
     ctx.obj = AdminContext(config_path(config_file), fmt)
 
 
@@ -499,8 +508,81 @@ def otp_reset(admin, username):
 @click.pass_obj
 @operation
 def otp_list(admin):
-    """SoftOTP users with their Verified flag."""
-    admin.emit(admin.otp.list(), ["username", "verified", "enrolled_at", "verified_at"])
+    """SoftOTP users with their Verified flag and app configuration versions."""
+    admin.emit(admin.otp.list(), ["username", "verified", "enrolled_at", "verified_at", "pin_required",
+                                  "biometric_required", "config_version", "applied_version"])
+
+
+@otp.command("remote-config")
+@click.argument("usernames", nargs=-1, required=True)
+@click.option("--pin/--no-pin", "pin_required", default=None, help="require a PIN to open the app")
+@click.option("--biometric/--no-biometric", "biometric_required", default=None,
+              help="require biometrics to open the app")
+@click.pass_obj
+@operation
+def otp_remote_config(admin, usernames, pin_required, biometric_required):
+    """Set the authenticator app's lock settings for one or more users (each change bumps
+    config_version, which the app fetches on its next sync)."""
+    admin.emit(admin.otp.set_remote_config_bulk(list(usernames), pin_required=pin_required,
+                                                biometric_required=biometric_required),
+               ["username", "pin_required", "biometric_required", "config_version", "applied_version"])
+
+
+# -- api-client --------------------------------------------------------------------------------
+
+API_CLIENT_COLUMNS = ["client_id", "name", "type", "created_at", "last_token_at"]
+
+
+@main.group("api-client")
+def api_client():
+    """OAuth2 clients of the admin API (types admin, agent, user)."""
+
+
+@api_client.command("create")
+@click.option("--type", "client_type", type=click.Choice(["admin", "agent", "user"]), required=True)
+@click.option("--name", required=True, help="unique name (audit events show api:NAME)")
+@click.pass_obj
+@operation
+def api_client_create(admin, client_type, name):
+    """Create an API client; its secret is printed this once."""
+    admin.emit(admin.api_clients.create(client_type, name))
+
+
+@api_client.command("list")
+@click.pass_obj
+@operation
+def api_client_list(admin):
+    """List API clients (never a secret)."""
+    admin.emit(admin.api_clients.list(), API_CLIENT_COLUMNS)
+
+
+@api_client.command("revoke")
+@click.argument("client_id")
+@click.pass_obj
+@operation
+def api_client_revoke(admin, client_id):
+    """Delete an API client; every token it holds stops working at once."""
+    admin.api_clients.revoke(client_id)
+    admin.emit({"revoked": client_id})
+
+
+@api_client.command("ensure-admin")
+@click.pass_obj
+@operation
+def api_client_ensure_admin(admin):
+    """Create the first admin client if there is none, printing its id and secret once;
+    print nothing when an admin client exists (``make run`` calls this)."""
+    created = admin.api_clients.ensure_admin()
+    if created is None:
+        return
+    if admin.format == "json":
+        admin.emit(created)
+        return
+    click.echo("Created the first admin API client. The secret is shown this once; keep it:")
+    click.echo(f"  client_id:     {created['client_id']}")
+    click.echo(f"  client_secret: {created['client_secret']}")
+    click.echo("  get a token:   curl -s -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials "
+               f"http://{admin.config.api.listen}:{admin.config.api.port}/oauth/token")
 
 
 if __name__ == "__main__":

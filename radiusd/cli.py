@@ -51,20 +51,30 @@ def serve(path):
         fail(str(exc))
     start_logging(config.logging.format, config.logging.level)
     worker = os.environ.get(WORKER_ENV)
-    service = RadiusService(runtime, reactor, config_path=path, serve_ops=worker is None)
+    service = RadiusService(runtime, reactor, config_path=path, serve_ops=worker is None, serve_api=worker is None)
     children = [] if worker is not None else _spawn_workers(path, config.server.workers)
+    service.on_nas_change = lambda: _reload(service, children)  # a NAS changed through the API
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(_reload, service, children))
-    reactor.callWhenRunning(service.startService)
+    startup_errors = []
+
+    def start():  # an exception here would only be logged, leaving a process that serves nothing
+        try:
+            service.startService()
+        except Exception as exc:  # a NAS entry that cannot be used, a port already in use
+            startup_errors.append(f"cannot start: {type(exc).__name__}: {exc}")
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.addSystemEventTrigger("before", "shutdown", _stop_workers, children)
-    try:
-        reactor.run()
-    except OSError as exc:
-        fail(f"cannot listen: {exc}")
+    reactor.run()
+    if startup_errors:
+        fail(startup_errors[0])
 
 
 def _spawn_workers(path: str, workers: int) -> list[subprocess.Popen]:
-    """``workers = N``: N-1 more processes on the same ports (SO_REUSEPORT), RADIUS only."""
+    """``workers = N``: N-1 more processes on the same ports (SO_REUSEPORT), RADIUS only
+    (the first process alone serves the ops site and the admin API)."""
     return [subprocess.Popen([sys.executable, "-m", "radiusd.cli", "--config", path, "serve"],
                              env={**os.environ, WORKER_ENV: str(index)})
             for index in range(1, workers)]
@@ -89,7 +99,9 @@ def _stop_workers(children) -> None:
 @main.command("check-config")
 @click.pass_obj
 def check_config(path):
-    """Validate configuration, dictionaries, attribute names, database and seed key."""
+    """Validate configuration, dictionaries, attribute names, database, seed key and the
+    plugins' backends (e.g. the LDAP service-account bind)."""
+    from radiusd.hookspecs import health_checks
     from radiusd.service import build_runtime
     from radiusd.services.users import stored_attribute_problems
 
@@ -104,6 +116,11 @@ def check_config(path):
     problems = stored_attribute_problems(runtime.database, runtime.dictionary)
     if problems:
         fail("; ".join(problems))
+    for name, probe in health_checks(runtime.plugin_manager).items():
+        try:
+            probe()
+        except Exception as exc:
+            fail(f"{name} check failed: {getattr(exc, 'detail', '') or exc}")
     click.echo(f"configuration OK: {path} ({len(registry)} NAS entries, "
                f"plugins {', '.join(n for n in config.plugins.order if n not in config.plugins.disabled)})")
 

@@ -102,6 +102,7 @@ class ListenSection(Section):
 
 class ApiSection(ListenSection):
     token_ttl_seconds: int = Field(3600, ge=60)
+    token_requests_per_minute: int = Field(30, ge=1, le=6000)  # per API client, in-process token bucket
 
 
 class OpsSection(ListenSection):
@@ -175,8 +176,56 @@ class NasSection(Section):
         return value
 
 
-# Built in so far; ldap_users and push join as their issues land.
-BUILTIN_PLUGINS = ("account_state", "local_users", "totp", "sms_otp", "audit")
+# Built in so far; push joins as its issue lands. ldap_users is active only with an [ldap] section.
+BUILTIN_PLUGINS = ("account_state", "local_users", "ldap_users", "totp", "sms_otp", "audit")
+LDAP_PLUGIN = "ldap_users"
+
+
+class GroupReplyAttribute(Section):
+    name: str = Field(min_length=1, max_length=64)
+    value: str | int
+
+
+class LdapSection(Section):
+    """The directory backend (SPEC §8), used by the ``ldap_users`` plugin."""
+
+    urls: list[str] = Field(min_length=1)
+    bind_dn: str = ""  # empty: anonymous search
+    bind_password: SecretRef | None = None
+    base_dn: str = Field(min_length=1)
+    user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
+    username_attribute: str = Field("uid", min_length=1)
+    group_base_dn: str = ""  # empty: base_dn
+    group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"  # empty: the user's memberOf
+    group_name_attribute: str = Field("cn", min_length=1)
+    start_tls: bool = False
+    ca_file: str = ""
+    connect_timeout_seconds: float = Field(2, gt=0, le=30)
+    receive_timeout_seconds: int = Field(3, ge=1, le=30)  # whole seconds (SO_RCVTIMEO, as ldap3 sets it)
+    max_connections: int = Field(10, ge=1, le=256)
+    group_reply_attributes: dict[str, list[GroupReplyAttribute]] = {}
+
+    _coerce = field_validator("bind_password", mode="before")(_secret)
+
+    @field_validator("urls")
+    @classmethod
+    def _ldap_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.lower().startswith(("ldap://", "ldaps://")):
+                raise ValueError(f"{url!r} is not an ldap:// or ldaps:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _filters(self):
+        for key, placeholder, required in (("user_filter", "{username}", True), ("group_filter", "{dn}", False)):
+            text = getattr(self, key)
+            if not text and not required:
+                continue
+            if placeholder not in text or not (text.startswith("(") and text.endswith(")")):
+                raise ValueError(f"{key} must be a parenthesised LDAP filter containing {placeholder}")
+        if self.bind_dn and self.bind_password is None:
+            raise ValueError("bind_dn needs bind_password")
+        return self
 
 
 class PluginsSection(Section):
@@ -201,6 +250,19 @@ class Config(Section):
     nas: Annotated[list[NasSection], Field(default_factory=list)]
     plugins: PluginsSection = PluginsSection()
     logging: LoggingSection = LoggingSection()
+    ldap: LdapSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_order_needs_ldap(cls, data):
+        """The default ``[plugins] order`` includes ldap_users only when [ldap] is configured;
+        an order that names it explicitly without [ldap] is refused when plugins load."""
+        if isinstance(data, dict) and data.get("ldap") is None:
+            plugins = data.get("plugins", {})
+            if isinstance(plugins, dict) and "order" not in plugins:
+                order = [name for name in BUILTIN_PLUGINS if name != LDAP_PLUGIN]
+                data = {**data, "plugins": {**plugins, "order": order}}
+        return data
 
 
 def config_path(explicit: str | None) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from functools import cached_property
 from pathlib import Path
 
 from argon2 import PasswordHasher as Argon2Hasher
@@ -89,7 +90,6 @@ class PasswordHasher:
             parallelism=security.argon2_parallelism,
             type=Type.ID,
         )
-        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
 
     def hash(self, password: str | bytes) -> str:
         return self._hasher.hash(password)
@@ -107,6 +107,10 @@ class PasswordHasher:
             return self._hasher.check_needs_rehash(stored)
         except InvalidHashError:
             return True
+
+    @cached_property
+    def _dummy(self) -> str:
+        return self._hasher.hash(secrets.token_urlsafe(16))
 
     def dummy_verify(self, password: bytes | None) -> None:
         """Spend what a real verify costs, so unknown users answer as slowly as known ones."""

@@ -27,6 +27,13 @@ class Reason(StrEnum):
     SMS_RATE_LIMITED = "sms_rate_limited"
     BACKEND_ERROR = "backend_error"
     UNSUPPORTED_AUTH_TYPE = "unsupported_auth_type"
+    # The directory refused a correct-looking bind for account state (AD "data" codes).
+    LDAP_PASSWORD_EXPIRED = "ldap_password_expired"
+    LDAP_MUST_CHANGE = "ldap_must_change_password"
+    LDAP_DISABLED = "ldap_disabled"
+    LDAP_EXPIRED = "ldap_expired"
+    LDAP_LOCKED = "ldap_locked"
+    LDAP_RESTRICTED = "ldap_restricted"
 
 
 ReplyAttribute = tuple[str, "str | int"]

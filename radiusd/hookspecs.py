@@ -2,8 +2,9 @@
 
 Every hook runs in the auth worker pool (a plain thread, never the reactor), is synchronous,
 and receives frozen values. ``None`` means "not mine"; a ``Reject`` means "no". Hooks are
-``firstresult`` except ``radiusd_reply_attributes`` (results are collected) and
-``radiusd_post_auth`` (every implementation is notified).
+``firstresult`` except ``radiusd_reply_attributes`` (results are collected),
+``radiusd_post_auth`` (every implementation is notified) and ``radiusd_health_checks``
+(collected once at start-up, outside any request).
 
 Plugins are registered in ``[plugins] order``; pluggy calls the last registered first, so
 ``register_plugins`` registers them in reverse.
@@ -102,6 +103,15 @@ class RadiusdSpec:
         Runs before the reply leaves, so what it commits is durable when the NAS hears back.
         """
 
+    @hookspec
+    def radiusd_health_checks(self) -> dict[str, Callable[[], None]]:
+        """Named readiness checks of the plugin's backends (e.g. ``{"ldap": probe}``).
+
+        Called once at start-up, not per request. Each probe runs in a thread (``/readyz``
+        every few seconds, ``radiusd check-config`` once), returns None when healthy and
+        raises with a one-line message when not.
+        """
+
 
 def _load(name: str, context: PluginContext):
     if name in BUILTIN_PLUGINS:
@@ -127,6 +137,11 @@ def register_plugins(context: PluginContext) -> pluggy.PluginManager:
     for name in reversed(enabled):
         manager.register(_load(name, context), name=name)
     return manager
+
+
+def health_checks(manager: pluggy.PluginManager) -> dict[str, Callable[[], None]]:
+    """Every plugin's readiness probes, by name."""
+    return {name: probe for result in manager.hook.radiusd_health_checks() for name, probe in result.items()}
 
 
 def call_order(manager: pluggy.PluginManager) -> dict[str, list[str]]:

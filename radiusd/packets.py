@@ -208,13 +208,22 @@ def _address(value: bytes | None) -> str | None:
     return tools.DecodeAddress(value) if value is not None and len(value) == 4 else None
 
 
+def _vendor_types(data: bytes):
+    """Sub-attribute types of an RFC 2865 §5.26 (one-byte type and length) vendor payload."""
+    offset = 0
+    while offset + 2 <= len(data) and data[offset + 1] >= 2:
+        yield data[offset]
+        offset += data[offset + 1]
+
+
 def _auth_type(frame: Frame) -> str:
     if frame.first(Attr.EAP_MESSAGE) is not None:
         return "eap"
     if frame.first(Attr.CHAP_PASSWORD) is not None:
         return "chap"
     for vsa in frame.values(Attr.VENDOR_SPECIFIC):
-        if len(vsa) >= 6 and struct.unpack_from("!I", vsa)[0] == MICROSOFT and vsa[4] in MS_CHAP_ATTRIBUTES:
+        if len(vsa) >= 6 and struct.unpack_from("!I", vsa)[0] == MICROSOFT and \
+                MS_CHAP_ATTRIBUTES.intersection(_vendor_types(vsa[4:])):
             return "mschap"
     if frame.first(Attr.USER_PASSWORD) is not None:
         return "pap"

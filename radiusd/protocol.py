@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -143,7 +143,7 @@ class AuthProtocol(DatagramProtocol):
     def _process(self, request: AuthRequest, frame: Frame, nas: Nas, key, addr, received_at: float) -> None:
         self.dedupe.begin(key)
         self.metrics.requests_in_progress.inc()
-        done = self.dispatch(request)
+        done = maybeDeferred(self.dispatch, request)
         done.addTimeout(self.settings.plugin_timeout_seconds, self.clock)
         done.addErrback(lambda failure: Outcome(to_decision(failure)))
         done.addCallback(self._reply, frame, nas, key, addr, received_at)

@@ -1,5 +1,5 @@
 """Builds the running server: one Twisted MultiService holding the RADIUS sockets, the auth
-worker pool, the health monitor and the ops site.
+worker pool, the health monitor, the ops site and the admin API (with its own worker pool).
 
 ``build_runtime`` assembles what the server and ``radiusd check-config`` share (database,
 seed key, dictionary, plugins); ``RadiusService`` adds sockets and lifecycle: SIGTERM stops
@@ -28,7 +28,7 @@ from radiusd.db.engine import Database
 from radiusd.dedupe import DuplicateCache
 from radiusd.dictionary import RadiusDictionary
 from radiusd.health import HealthMonitor, ops_root
-from radiusd.hookspecs import PluginContext, register_plugins
+from radiusd.hookspecs import PluginContext, health_checks, register_plugins
 from radiusd.metrics import Metrics
 from radiusd.packets import AuthRequest
 from radiusd.pipeline import Pipeline
@@ -38,6 +38,7 @@ from radiusd.services.blocks import BlockService
 from radiusd.services.nas import NasService
 
 log = Logger(namespace="radiusd.service")
+API_THREADS = 4  # admin API handlers; its POST /auth runs in the auth pool like RADIUS
 
 
 @dataclass
@@ -101,21 +102,27 @@ def udp_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 class RadiusService(MultiService):
-    def __init__(self, runtime: Runtime, reactor, *, config_path: str | None = None, serve_ops: bool = True):
+    def __init__(self, runtime: Runtime, reactor, *, config_path: str | None = None, serve_ops: bool = True,
+                 serve_api: bool = True):
         super().__init__()
         self.runtime = runtime
         self.config = runtime.config
         self.reactor = reactor
         self.config_path = config_path
         self.serve_ops = serve_ops
+        self.serve_api = serve_api
         self.pool = ThreadPool(minthreads=1, maxthreads=self.config.server.auth_threads, name="radiusd-auth")
+        self.api_pool = ThreadPool(minthreads=1, maxthreads=API_THREADS, name="radiusd-api")
+        self.on_nas_change = self.reload  # the CLI adds signalling its worker processes
         blocks = BlockService(runtime.database, self.config.lockout, time.time)
         self.monitor = HealthMonitor(reactor, reactor.getThreadPool(), runtime.database,
-                                     refresh=lambda: runtime.metrics.blocked_users.set(blocks.count_blocked()))
+                                     refresh=lambda: runtime.metrics.blocked_users.set(blocks.count_blocked()),
+                                     probes=health_checks(runtime.plugin_manager))
         self.dedupe = DuplicateCache(self.config.server.dedupe_seconds, reactor.seconds)
         self.protocols: list[AuthProtocol] = []
         self.ports = []
         self.ops_port = None
+        self.api_port = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class RadiusService(MultiService):
             protocol = AuthProtocol(
                 registry=registry, dedupe=self.dedupe, metrics=self.runtime.metrics,
                 settings=self.config.server, clock=self.reactor, dispatch=self.dispatch,
-                ready=lambda: self.monitor.ok)
+                ready=lambda: self.monitor.database_ok)
             sock = udp_socket(address, self.config.server.auth_port, reuse_port)
             family = sock.family
             self.ports.append(self.reactor.adoptDatagramPort(sock.fileno(), family, protocol))
@@ -140,6 +147,16 @@ class RadiusService(MultiService):
             site = Site(ops_root(self.runtime.metrics, self.monitor))
             site.noisy = False
             self.ops_port = self.reactor.listenTCP(ops.port, site, interface=ops.listen)
+        if self.serve_api:
+            from radiusd.admin_api import admin_site
+
+            self.api_pool.start()
+            api = self.config.api
+            site = admin_site(self.runtime, self.reactor, {"api": self.api_pool, "auth": self.pool},
+                              nas_changed=lambda: self.on_nas_change())
+            self.api_port = self.reactor.listenTCP(api.port, site, interface=api.listen)
+            log.info("admin API listening on {address} port {port}", address=api.listen,
+                     port=self.api_port.getHost().port)
         log.info("radiusd listening for RADIUS on {addresses} port {port}",
                  addresses=",".join(self.config.server.listen), port=self.auth_port)
 
@@ -148,8 +165,10 @@ class RadiusService(MultiService):
         log.info("stopping: finishing requests in progress")
         yield DeferredList([protocol.drain() for protocol in self.protocols])
         yield DeferredList([port.stopListening() for port in self.ports] +
-                           ([self.ops_port.stopListening()] if self.ops_port else []))
+                           [port.stopListening() for port in (self.ops_port, self.api_port) if port])
         self.monitor.stop()
+        if self.api_pool.started:
+            self.api_pool.stop()
         self.pool.stop()
         self.runtime.database.dispose()
         yield super().stopService()

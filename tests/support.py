@@ -131,7 +131,8 @@ class ServerProcess:
     def ops_url(self) -> str:
         return f"http://127.0.0.1:{self.settings['ops']['port']}"
 
-    def start(self, timeout: float = 30) -> "ServerProcess":
+    def start(self, timeout: float = 30, wait_for: str = "/readyz") -> "ServerProcess":
+        """Start and wait until ``wait_for`` (an ops path) answers 200."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("RADIUSD_")}
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen([str(BIN / "radiusd"), "--config", str(self.config_path), "serve"],
@@ -141,7 +142,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"radiusd exited with {self.process.returncode}: {self.log()}")
             try:
-                with urllib.request.urlopen(self.ops_url + "/readyz", timeout=1) as response:
+                with urllib.request.urlopen(self.ops_url + wait_for, timeout=1) as response:
                     if response.status == 200:
                         return self
             except OSError:
@@ -185,11 +186,13 @@ class ServerProcess:
 class RadiusClient:
     """A blocking UDP RADIUS client on 127.0.0.1 that checks replies with pyrad."""
 
-    def __init__(self, port: int, secret: bytes = SECRET, timeout: float = 5.0):
+    def __init__(self, port: int, secret: bytes = SECRET, timeout: float = 5.0, source: str | None = None):
         self.address = ("127.0.0.1", port)
         self.secret = secret
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.settimeout(timeout)
+        if source is not None:  # another loopback address (127.0.0.2, ...) is another NAS
+            self.sock.bind((source, 0))
         self.sock.connect(self.address)
 
     def close(self) -> None:

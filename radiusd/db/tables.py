@@ -88,6 +88,8 @@ users = Table(
     Column("blocked_until", UTCDateTime, nullable=True),
     Column("block_permanent", Boolean, nullable=False, server_default="0"),
     Column("block_reason", String(255), nullable=False, server_default=""),
+    # Where the password lives: "local" (password_hash) or "ldap" (the directory; no hash).
+    Column("source", String(8), nullable=False, server_default="local"),
 )
 
 nas_devices = Table(
@@ -138,6 +140,13 @@ otp_enrolments = Table(
     Column("verified_at", UTCDateTime, nullable=True),
     Column("last_step", BigInteger, nullable=True),  # newest TOTP time step accepted (replay guard)
     Column("activation_code_hash", String(64), nullable=True, unique=True),
+    # Remote configuration of the authenticator app (SPEC §6): desired settings, their version
+    # (bumped on every change) and what the app last acknowledged.
+    Column("pin_required", Boolean, nullable=False, server_default="0"),
+    Column("biometric_required", Boolean, nullable=False, server_default="0"),
+    Column("config_version", Integer, nullable=False, server_default="1"),
+    Column("applied_version", Integer, nullable=True),
+    Column("last_sync_at", UTCDateTime, nullable=True),
 )
 
 challenges = Table(
@@ -160,4 +169,30 @@ sms_messages = Table(
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("sent_at", UTCDateTime, nullable=False),
     Index("ix_sms_messages_user_sent", "user_id", "sent_at"),
+)
+
+# OAuth2 clients of the admin API (SPEC §5) and the Bearer tokens issued to them. Secrets and
+# tokens are high-entropy random strings stored only as keyed digests; deleting a client
+# deletes its tokens.
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("name", String(60), nullable=False, unique=True),
+    Column("type", String(16), nullable=False),  # admin, agent or user: also the token's scope
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("secret_rotated_at", UTCDateTime, nullable=False),
+    Column("last_token_at", UTCDateTime, nullable=True),
+    Column("created_by", String(128), nullable=False, server_default=""),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("client_id", Integer, ForeignKey("api_clients.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
 )

@@ -21,6 +21,12 @@ class Invalid(ServiceError):
     code = "invalid"
 
 
+class UnknownField(Invalid):
+    """A field the object does not have, or may not be written (no mass assignment)."""
+
+    code = "unknown_field"
+
+
 class Conflict(ServiceError):
     code = "conflict"
 
@@ -37,6 +43,6 @@ def first_error(error: ValidationError) -> Invalid:
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "body"
     if first["type"] == "extra_forbidden":
-        return Invalid(field, f"unknown field {field}")
+        return UnknownField(field, f"unknown field {field}")
     message = first["msg"].removeprefix("Value error, ")
     return Invalid(field, f"{field}: {message}")

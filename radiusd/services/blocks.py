@@ -13,6 +13,7 @@ from typing import Callable
 
 from pydantic import ValidationError
 from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from radiusd.config import LockoutSection
 from radiusd.db.engine import Database
@@ -47,10 +48,20 @@ class BlockService:
     # -- settings ----------------------------------------------------------------------------------
 
     def lockout_settings(self) -> LockoutSection:
-        """The stored settings; the ``[lockout]`` section seeds them on first use."""
+        """The stored settings; the ``[lockout]`` section seeds them on first use (stored, so
+        every instance sharing the database applies the same ones, SPEC §9)."""
         with self.database.engine.connect() as conn:
             stored = conn.execute(select(settings.c.value).where(settings.c.name == LOCKOUT)).scalar()
-        return LockoutSection.model_validate(stored) if stored is not None else self.defaults
+        if stored is None:
+            try:
+                with self.database.writer.begin() as conn:
+                    conn.execute(insert(settings).values(name=LOCKOUT, value=self.defaults.model_dump(),
+                                                         updated_at=self.now()))
+            except IntegrityError:  # another instance seeded them first: theirs stand
+                pass
+            with self.database.engine.connect() as conn:
+                stored = conn.execute(select(settings.c.value).where(settings.c.name == LOCKOUT)).scalar()
+        return LockoutSection.model_validate(stored)
 
     def set_lockout_settings(self, changes: dict) -> LockoutSection:
         try:
@@ -73,8 +84,11 @@ class BlockService:
         A block ends the series (``first_failure_at`` cleared) but keeps the count on show."""
         policy = self.lockout_settings()
         now = self.now()
-        series_over = or_(users.c.first_failure_at.is_(None),
-                          users.c.first_failure_at <= now - timedelta(seconds=policy.window_seconds))
+        # While blocked, failures (requests already past check_account) add to the count on show
+        # but start no series; the first failure after the block ends starts a fresh one.
+        series_over = and_(not_blocked_clause(now), or_(
+            users.c.first_failure_at.is_(None),
+            users.c.first_failure_at <= now - timedelta(seconds=policy.window_seconds)))
         until = None if policy.permanent else now + timedelta(seconds=policy.block_seconds)
         with self.database.writer.begin() as conn:
             conn.execute(update(users).where(users.c.id == user_id).values(
@@ -132,10 +146,16 @@ class BlockService:
         record_event(self.database, "block", username=username, result="unblocked", reason="manual",
                      actor=self.actor)
 
-    def list_blocked(self) -> list[dict]:
+    def list_blocked(self, *, after: str | None = None, limit: int | None = None) -> list[dict]:
+        """Blocked users by username (those after ``after``, at most ``limit``)."""
         now = self.now()
+        query = select(users).where(blocked_clause(now)).order_by(users.c.username)
+        if after is not None:
+            query = query.where(users.c.username > after)
+        if limit is not None:
+            query = query.limit(limit)
         with self.database.engine.connect() as conn:
-            rows = conn.execute(select(users).where(blocked_clause(now)).order_by(users.c.username)).all()
+            rows = conn.execute(query).all()
         return [blocked_view(row, now) for row in rows]
 
     def blocked_entry(self, username: str) -> dict:

@@ -14,10 +14,12 @@ from radiusd.crypto import SeedKey
 from radiusd.db.engine import Database
 from radiusd.db.tables import nas_devices, utcnow
 from radiusd.model import Nas
-from radiusd.services import Conflict, Invalid, NotFound
+from radiusd.services import Conflict, Invalid, NotFound, UnknownField
+from radiusd.services.audit import record_event
 
 MFA_MODES = ("challenge", "append")
 GENERATED_SECRET_BYTES = 24
+UPDATABLE = frozenset({"address", "secret", "mfa_mode", "coa_port", "require_message_authenticator"})
 
 
 def secret_purpose(name: str) -> str:
@@ -29,11 +31,16 @@ def generate_secret() -> str:
 
 
 class NasService:
-    def __init__(self, database: Database, seed_key: SeedKey, config: Config, warn=print):
+    def __init__(self, database: Database, seed_key: SeedKey, config: Config, warn=print, actor: str = "cli"):
         self.database = database
         self.seed_key = seed_key
         self.config = config
         self.warn = warn
+        self.actor = actor
+
+    def _audit(self, action: str, name: str, **detail) -> None:
+        record_event(self.database, "admin", client=name, result="ok", reason=action, actor=self.actor,
+                     detail=detail)
 
     def add(self, name: str, address: str, secret: str, *, require_message_authenticator: bool | None = None,
             mfa_mode: str | None = None, coa_port: int = 3799) -> dict:
@@ -41,42 +48,80 @@ class NasService:
             raise Invalid("name", "NAS name must be 1 to 64 printable characters")
         if any(section.name == name for section in self.config.nas):
             raise Conflict("name", f"NAS {name} is defined in the configuration file")
-        if mfa_mode is not None and mfa_mode not in MFA_MODES:
-            raise Invalid("mfa_mode", "mfa_mode must be challenge or append")
-        if not 1 <= coa_port <= 65535:
-            raise Invalid("coa_port", "coa_port must be 1 to 65535")
-        try:
-            network = parse_network(address)
-        except NasError as exc:
-            raise Invalid("address", str(exc)) from None
-        self._check_secret(name, secret)
+        values = self._validated(name, dict(address=address, secret=secret, mfa_mode=mfa_mode, coa_port=coa_port,
+                                            require_message_authenticator=require_message_authenticator))
         now = utcnow()
         try:
             with self.database.writer.begin() as conn:
-                conn.execute(insert(nas_devices).values(
-                    name=name, address=str(network), coa_port=coa_port, mfa_mode=mfa_mode,
-                    require_message_authenticator=require_message_authenticator,
-                    secret_encrypted=self.seed_key.encrypt(secret.encode(), secret_purpose(name)),
-                    created_at=now, updated_at=now))
+                conn.execute(insert(nas_devices).values(name=name, created_at=now, updated_at=now, **values))
         except IntegrityError:
             raise Conflict("name", f"NAS {name} already exists") from None
+        self._audit("nas.add", name)
         return self.show(name)
 
+    def update(self, name: str, changes: dict) -> dict:
+        """Change the given fields of a database NAS (``address``, ``secret``, ``mfa_mode``,
+        ``coa_port``, ``require_message_authenticator``; None resets the last two to the default)."""
+        self._refuse_static(name)
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise UnknownField(sorted(unknown)[0], f"unknown field {sorted(unknown)[0]}")
+        values = self._validated(name, changes)
+        with self.database.writer.begin() as conn:
+            if conn.execute(update(nas_devices).where(nas_devices.c.name == name)
+                            .values(updated_at=utcnow(), **values)).rowcount == 0:
+                raise NotFound("NAS", name)
+        self._audit("nas.update", name, fields=sorted(changes))
+        return self.show(name)
+
+    def _validated(self, name: str, fields: dict) -> dict:
+        """Column values for the given NAS fields; raises Invalid on the first bad one."""
+        values = {}
+        if "mfa_mode" in fields:
+            if fields["mfa_mode"] is not None and fields["mfa_mode"] not in MFA_MODES:
+                raise Invalid("mfa_mode", "mfa_mode must be challenge or append")
+            values["mfa_mode"] = fields["mfa_mode"]
+        if "coa_port" in fields:
+            if not isinstance(fields["coa_port"], int) or not 1 <= fields["coa_port"] <= 65535:
+                raise Invalid("coa_port", "coa_port must be 1 to 65535")
+            values["coa_port"] = fields["coa_port"]
+        if "require_message_authenticator" in fields:
+            values["require_message_authenticator"] = fields["require_message_authenticator"]
+        if "address" in fields:
+            try:
+                values["address"] = str(parse_network(fields["address"]))
+            except NasError as exc:
+                raise Invalid("address", str(exc)) from None
+        if "secret" in fields:
+            self._check_secret(name, fields["secret"])
+            values["secret_encrypted"] = self.seed_key.encrypt(fields["secret"].encode(), secret_purpose(name))
+        return values
+
     def show(self, name: str) -> dict:
+        for section in self.config.nas:
+            if section.name == name:
+                return _static_view(section)
         with self.database.engine.connect() as conn:
             row = conn.execute(select(nas_devices).where(nas_devices.c.name == name)).first()
         if row is None:
             raise NotFound("NAS", name)
         return _view(row)
 
-    def list(self) -> list[dict]:
-        """Configured NAS entries first, then database entries; never a secret."""
-        static = [{"name": s.name, "address": str(parse_network(s.address)),
-                   "require_message_authenticator": s.require_message_authenticator,
-                   "mfa_mode": s.mfa_mode, "coa_port": s.coa_port, "origin": "config"}
-                  for s in self.config.nas]
+    def list(self, *, after: tuple[int, str] | None = None, limit: int | None = None) -> list[dict]:
+        """Configured NAS entries first, then database entries, each by name; never a secret.
+
+        ``after`` is the ``list_key`` of the last entry seen (keyset pagination)."""
+        static = sorted((_static_view(section) for section in self.config.nas), key=lambda entry: entry["name"])
+        query = select(nas_devices).order_by(nas_devices.c.name)
+        if after is not None:
+            static = [entry for entry in static if list_key(entry) > after]
+            if after[0] == 1:
+                query = query.where(nas_devices.c.name > after[1])
+        if limit is not None:
+            static = static[:limit]
+            query = query.limit(max(0, limit - len(static)))
         with self.database.engine.connect() as conn:
-            rows = conn.execute(select(nas_devices).order_by(nas_devices.c.name)).all()
+            rows = conn.execute(query).all()
         return static + [_view(row) for row in rows]
 
     def _refuse_static(self, name: str) -> None:
@@ -88,6 +133,7 @@ class NasService:
         with self.database.writer.begin() as conn:
             if conn.execute(delete(nas_devices).where(nas_devices.c.name == name)).rowcount == 0:
                 raise NotFound("NAS", name)
+        self._audit("nas.remove", name)
 
     def rotate_secret(self, name: str, secret: str) -> None:
         self._refuse_static(name)
@@ -98,6 +144,7 @@ class NasService:
                 updated_at=utcnow()))
             if result.rowcount == 0:
                 raise NotFound("NAS", name)
+        self._audit("nas.rotate_secret", name)
 
     def _check_secret(self, name: str, secret: str) -> None:
         try:
@@ -111,6 +158,17 @@ class NasService:
             rows = conn.execute(select(nas_devices)).all()
         return [nas_from_row(row, self.seed_key.decrypt(row.secret_encrypted, secret_purpose(row.name)),
                              self.config) for row in rows]
+
+
+def list_key(entry: dict) -> tuple[int, str]:
+    """Where an entry sits in ``NasService.list``: configuration entries first, then by name."""
+    return (0 if entry["origin"] == "config" else 1, entry["name"])
+
+
+def _static_view(section) -> dict:
+    return {"name": section.name, "address": str(parse_network(section.address)),
+            "require_message_authenticator": section.require_message_authenticator,
+            "mfa_mode": section.mfa_mode, "coa_port": section.coa_port, "origin": "config"}
 
 
 def _view(row) -> dict:

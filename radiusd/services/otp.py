@@ -25,19 +25,30 @@ from radiusd.config import MfaSection
 from radiusd.crypto import SeedKey
 from radiusd.db.engine import Database
 from radiusd.db.tables import otp_enrolments, users
+from radiusd.decisions import Reason
 from radiusd.services import Conflict, Invalid, NotFound
 from radiusd.services.audit import record_event
+from radiusd.services.blocks import BlockService
+from radiusd.services.users import find_user
 
 SEED_BYTES = 20  # 160 bits, RFC 4226 §4's recommendation
 DIGITS = 6
 PERIOD = 30
 ACTIVATION_CODE_BYTES = 10
+NAME_TOTP = "totp"
 
 
 class CodeCheck(Enum):
     OK = "ok"
     BAD = "bad"
     REPLAY = "replay"
+
+
+@dataclass(frozen=True, slots=True)
+class UserCodeCheck:
+    valid: bool
+    reason: Reason
+    locked: bool  # this failure blocked the user
 
 
 def is_code(text: str) -> bool:
@@ -122,15 +133,107 @@ class OtpService:
                 raise NotFound("enrolment", username)
         record_event(self.database, "admin", username=username, result="ok", reason="otp.reset", actor=self.actor)
 
-    def list(self) -> list[dict]:
-        query = (select(users.c.username, otp_enrolments.c.verified, otp_enrolments.c.enrolled_at,
-                        otp_enrolments.c.verified_at, otp_enrolments.c.expires_at)
+    def list(self, *, after: str | None = None, limit: int | None = None,
+             usernames: list[str] | None = None) -> list[dict]:
+        """SoftOTP users by username (those after ``after``), with their remote configuration."""
+        query = (select(users.c.username, otp_enrolments)
                  .join(users, users.c.id == otp_enrolments.c.user_id).order_by(users.c.username))
+        if after is not None:
+            query = query.where(users.c.username > after)
+        if usernames is not None:
+            query = query.where(users.c.username.in_(usernames))
+        if limit is not None:
+            query = query.limit(limit)
         with self.database.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [{"username": row.username, "verified": row.verified, "enrolled_at": row.enrolled_at,
                  "verified_at": row.verified_at,
-                 "enrolment_expires_at": None if row.verified else row.expires_at} for row in rows]
+                 "enrolment_expires_at": None if row.verified else row.expires_at,
+                 "pin_required": row.pin_required, "biometric_required": row.biometric_required,
+                 "config_version": row.config_version, "applied_version": row.applied_version,
+                 "last_sync_at": row.last_sync_at} for row in rows]
+
+    def show(self, username: str) -> dict:
+        """One user's SoftOTP entry (as ``list`` shows it)."""
+        found = self.list(usernames=[username])
+        if not found:
+            self._user_id(username)  # NotFound("user") when there is no such user
+            raise NotFound("enrolment", username)
+        return found[0]
+
+    # -- remote configuration (SPEC §6) ------------------------------------------------------------
+
+    def set_remote_config(self, username: str, *, pin_required: bool, biometric_required: bool) -> dict:
+        """Replace one user's app settings; a change bumps ``config_version``."""
+        self.set_remote_config_bulk([username], pin_required=pin_required, biometric_required=biometric_required)
+        return self.show(username)
+
+    def set_remote_config_bulk(self, usernames: list[str], *, pin_required: bool | None = None,
+                               biometric_required: bool | None = None) -> list[dict]:
+        """Set the given settings for every named user, all or none: every user must exist and
+        be enrolled. Only enrolments whose settings change get a new ``config_version``."""
+        changes = {name: value for name, value in (("pin_required", pin_required),
+                                                    ("biometric_required", biometric_required))
+                   if value is not None}
+        if not changes:
+            raise Invalid("pin_required", "give pin_required, biometric_required or both")
+        wanted = sorted(set(usernames))
+        if not wanted:
+            raise Invalid("usernames", "give at least one username")
+        with self.database.writer.begin() as conn:
+            found = dict(conn.execute(
+                select(users.c.username, otp_enrolments.c.user_id)
+                .select_from(users.outerjoin(otp_enrolments, otp_enrolments.c.user_id == users.c.id))
+                .where(users.c.username.in_(wanted))).all())
+            unknown = [name for name in wanted if name not in found]
+            if unknown:
+                raise NotFound("user", ", ".join(unknown))
+            unenrolled = [name for name in wanted if found[name] is None]
+            if unenrolled:
+                raise NotFound("enrolment", ", ".join(unenrolled))
+            changed = conn.execute(
+                update(otp_enrolments)
+                .where(otp_enrolments.c.user_id.in_(list(found.values())),
+                       or_(*(otp_enrolments.c[name] != value for name, value in changes.items())))
+                .values(config_version=otp_enrolments.c.config_version + 1, **changes)
+                .returning(otp_enrolments.c.user_id, otp_enrolments.c.config_version)).all()
+        by_id = {user_id: name for name, user_id in found.items()}
+        for user_id, version in changed:
+            record_event(self.database, "admin", username=by_id[user_id], result="ok", reason="otp.remote_config",
+                         actor=self.actor, detail={**changes, "config_version": version})
+        return self.list(usernames=wanted)
+
+    # -- checks for applications (API ``/otp/verify``) -----------------------------------------------
+
+    def check_user_code(self, username: str, code: str, blocks: BlockService, client: str) -> "UserCodeCheck":
+        """A one-time code of a user, checked like a login's second factor: refused for unknown,
+        disabled, blocked and expired users and users without a verified enrolment; replay
+        protected; a wrong or replayed code counts as a failed attempt (and may block), a valid
+        one clears the count. Every check is an audit event."""
+        user = find_user(self.database, username)
+        now = self.now()
+        locked = False
+        if user is None:
+            reason = Reason.UNKNOWN_USER
+        elif not user.enabled:
+            reason = Reason.DISABLED
+        elif user.is_blocked(now):
+            reason = Reason.BLOCKED
+        elif user.is_expired(now):
+            reason = Reason.EXPIRED
+        else:
+            enrolment = self.verified_enrolment(user.id)
+            result = self.check(enrolment, code) if enrolment is not None else None
+            reason = {None: Reason.OTP_REQUIRED, CodeCheck.OK: Reason.OK, CodeCheck.BAD: Reason.BAD_OTP,
+                      CodeCheck.REPLAY: Reason.OTP_REPLAY}[result]
+            if reason is Reason.OK:
+                blocks.clear_failures(user.id)
+            elif reason in (Reason.BAD_OTP, Reason.OTP_REPLAY):
+                locked = blocks.record_failure(user.id, user.username)
+        record_event(self.database, "auth", username=username[:64], client=client[:64],
+                     result="accept" if reason is Reason.OK else "reject", reason=str(reason), actor=self.actor,
+                     detail={"factor": NAME_TOTP})
+        return UserCodeCheck(reason is Reason.OK, reason, locked)
 
     # -- authentication --------------------------------------------------------------------------
 

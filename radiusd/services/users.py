@@ -150,6 +150,7 @@ def user_from_row(row) -> User:
         mfa_exempt=row.mfa_exempt,
         reply_attributes=tuple((item["name"], item["value"]) for item in row.reply_attributes or ()),
         phone=row.phone,
+        source=row.source,
         blocked_until=row.blocked_until,
         block_permanent=row.block_permanent,
     )

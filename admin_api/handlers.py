@@ -1,0 +1,340 @@
+"""Route handlers: thin adapters from a validated ``Call`` to ``radiusd.services`` and back.
+
+Every handler runs in a worker thread. Services are built per request with the API client
+as the audit actor (``api:NAME``); the expensive shared pieces (database engine, password
+hasher, dictionary, seed key, pipeline) come from the server's runtime.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Callable
+from urllib.parse import quote
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from radiusd.decisions import Accept, BackendFailure, Challenge, Reason
+from radiusd.errors import to_decision
+from radiusd.packets import AuthRequest
+from radiusd.services import Invalid
+from radiusd.services.api_clients import ApiClientService
+from radiusd.services.audit import list_events
+from radiusd.services.blocks import BlockService
+from radiusd.services.nas import NasService, list_key
+from radiusd.services.otp import OtpService
+from radiusd.services.users import UserService
+
+from . import models
+from .oauth import TokenBucket, TokenEndpoint
+from .problems import Problem
+from .routing import ADMIN, AGENT, PUBLIC, USER, Call, Reply, Route
+
+log = Logger(namespace="radiusd.admin_api")
+PREFIX = "/api/v1"
+AUTH_NAS_PREFIX = "api:"
+
+
+# -- pagination ----------------------------------------------------------------------------------
+
+def encode_cursor(key) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str | None, kind: type):
+    """The key a cursor of this list carries; Invalid for anything else."""
+    if cursor is None:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        key = None
+    if kind is tuple and isinstance(key, list) and len(key) == 2 and key[0] in (0, 1) and isinstance(key[1], str):
+        return tuple(key)
+    if kind is not tuple and isinstance(key, kind) and not isinstance(key, bool):
+        return key
+    raise Invalid("cursor", "cursor is not one this list returned")
+
+
+def page(rows: list[dict], limit: int, key: Callable[[dict], object]) -> dict:
+    """``rows`` fetched with ``limit + 1``: the page and the cursor of the next one, if any."""
+    shown = rows[:limit]
+    return {"items": shown, "next_cursor": encode_cursor(key(shown[-1])) if len(rows) > limit else None}
+
+
+# -- the handlers ----------------------------------------------------------------------------------
+
+class Handlers:
+    def __init__(self, runtime, *, openapi: bytes, nas_changed: Callable[[], None]):
+        self.runtime = runtime
+        self.config = runtime.config
+        self.metrics = runtime.metrics
+        self.clock = runtime.context.clock
+        self.openapi_document = openapi
+        self.nas_changed = nas_changed
+        self.token = TokenEndpoint(self.api_clients, TokenBucket(self.config.api.token_requests_per_minute))
+
+    # services, with the API client as the audit actor
+    def users(self, call: Call) -> UserService:
+        return UserService(self.runtime.database, self.runtime.hasher, self.runtime.dictionary, actor=call.actor)
+
+    def blocks(self, actor: str) -> BlockService:
+        return BlockService(self.runtime.database, self.config.lockout, self.clock, actor=actor)
+
+    def otp(self, call: Call) -> OtpService:
+        return OtpService(self.runtime.database, self.runtime.seed_key, self.config.mfa, self.clock, actor=call.actor)
+
+    def nas(self, call: Call) -> NasService:
+        return NasService(self.runtime.database, self.runtime.seed_key, self.config,
+                          warn=lambda text: log.warn("{text}", text=text), actor=call.actor)
+
+    def api_clients(self, actor: str = "oauth") -> ApiClientService:
+        return ApiClientService(self.runtime.database, self.runtime.seed_key, self.clock,
+                                self.config.api.token_ttl_seconds, actor=actor)
+
+    def reject_delay(self) -> float:
+        return self.config.server.reject_delay_seconds
+
+    # -- documentation ---------------------------------------------------------------------------
+
+    def openapi(self, call: Call) -> Reply:
+        return Reply(200, self.openapi_document, "application/json")
+
+    # -- users -------------------------------------------------------------------------------------
+
+    def list_users(self, call: Call) -> Reply:
+        query = call.query
+        items, after = self.users(call).list(q=query.q, status=query.status, expires_before=query.expires_before,
+                                             limit=query.limit, cursor=decode_cursor(query.cursor, str))
+        return Reply.json({"items": items, "next_cursor": encode_cursor(after) if after is not None else None})
+
+    def create_user(self, call: Call) -> Reply:
+        body: models.UserCreate = call.body
+        if body.password is not None and body.password_confirmation is None:
+            raise Invalid("password_confirmation", "password_confirmation is required with password")
+        if body.password is None and body.password_confirmation is not None:
+            raise Invalid("password", "password_confirmation given without password")
+        fields = body.model_dump(exclude_unset=True, exclude={"username", "password", "password_confirmation"})
+        created = self.users(call).create(body.username, fields, password=body.password,
+                                          confirmation=body.password_confirmation)
+        return Reply.json(created, 201, headers=(("Location", f"{PREFIX}/users/{quote(body.username, safe='')}"),))
+
+    def show_user(self, call: Call) -> Reply:
+        return Reply.json(self.users(call).show(call.params["username"]))
+
+    def update_user(self, call: Call) -> Reply:
+        return Reply.json(self.users(call).update(call.params["username"], call.body.model_dump(exclude_unset=True)))
+
+    def delete_user(self, call: Call) -> Reply:
+        self.users(call).delete(call.params["username"])
+        return Reply.empty()
+
+    def set_password(self, call: Call) -> Reply:
+        body: models.PasswordChange = call.body
+        self.users(call).set_password(call.params["username"], body.password, body.password_confirmation)
+        return Reply.empty()
+
+    def enable_user(self, call: Call) -> Reply:
+        return Reply.json(self.users(call).set_enabled(call.params["username"], True))
+
+    def disable_user(self, call: Call) -> Reply:
+        return Reply.json(self.users(call).set_enabled(call.params["username"], False))
+
+    def block_user(self, call: Call) -> Reply:
+        body: models.BlockRequest = call.body
+        return Reply.json(self.blocks(call.actor).block(call.params["username"], seconds=body.duration_seconds,
+                                                        permanent=body.permanent, reason=body.reason))
+
+    def unblock_user(self, call: Call) -> Reply:
+        self.blocks(call.actor).unblock(call.params["username"])
+        return Reply.empty()
+
+    # -- blocks and lockout settings -------------------------------------------------------------------
+
+    def list_blocked(self, call: Call) -> Reply:
+        limit = call.query.limit
+        rows = self.blocks(call.actor).list_blocked(after=decode_cursor(call.query.cursor, str), limit=limit + 1)
+        return Reply.json(page(rows, limit, lambda row: row["username"]))
+
+    def show_lockout(self, call: Call) -> Reply:
+        return Reply.json(self.blocks(call.actor).lockout_settings().model_dump())
+
+    def replace_lockout(self, call: Call) -> Reply:
+        return Reply.json(self.blocks(call.actor).set_lockout_settings(call.body.model_dump()).model_dump())
+
+    # -- SoftOTP --------------------------------------------------------------------------------------
+
+    def list_softotp(self, call: Call) -> Reply:
+        limit = call.query.limit
+        rows = self.otp(call).list(after=decode_cursor(call.query.cursor, str), limit=limit + 1)
+        return Reply.json(page(rows, limit, lambda row: row["username"]))
+
+    def enroll(self, call: Call) -> Reply:
+        return Reply.json(self.otp(call).enroll(call.params["username"]), 201)
+
+    def verify_enrolment(self, call: Call) -> Reply:
+        service = self.otp(call)
+        username = call.params["username"]
+        valid = service.verify(username, call.body.otp)
+        return Reply.json({"username": username, "valid": valid, "verified": service.show(username)["verified"]})
+
+    def delete_enrolment(self, call: Call) -> Reply:
+        self.otp(call).reset(call.params["username"])
+        return Reply.empty()
+
+    def set_remote_config(self, call: Call) -> Reply:
+        body: models.RemoteConfig = call.body
+        return Reply.json(self.otp(call).set_remote_config(call.params["username"], pin_required=body.pin_required,
+                                                           biometric_required=body.biometric_required))
+
+    def set_remote_config_bulk(self, call: Call) -> Reply:
+        body: models.BulkRemoteConfig = call.body
+        items = self.otp(call).set_remote_config_bulk(body.usernames, pin_required=body.pin_required,
+                                                      biometric_required=body.biometric_required)
+        return Reply.json({"items": items})
+
+    # -- API clients ------------------------------------------------------------------------------------
+
+    def list_api_clients(self, call: Call) -> Reply:
+        limit = call.query.limit
+        rows = self.api_clients(call.actor).list(after=decode_cursor(call.query.cursor, str), limit=limit + 1)
+        return Reply.json(page(rows, limit, lambda row: row["client_id"]))
+
+    def create_api_client(self, call: Call) -> Reply:
+        created = self.api_clients(call.actor).create(call.body.type, call.body.name)
+        return Reply.json(created, 201, headers=(("Location", f"{PREFIX}/api-clients/{created['client_id']}"),))
+
+    def show_api_client(self, call: Call) -> Reply:
+        return Reply.json(self.api_clients(call.actor).show(call.params["client_id"]))
+
+    def revoke_api_client(self, call: Call) -> Reply:
+        self.api_clients(call.actor).revoke(call.params["client_id"])
+        return Reply.empty()
+
+    def rotate_api_client_secret(self, call: Call) -> Reply:
+        return Reply.json(self.api_clients(call.actor).rotate_secret(call.params["client_id"]))
+
+    # -- NAS devices --------------------------------------------------------------------------------------
+
+    def list_nas(self, call: Call) -> Reply:
+        limit = call.query.limit
+        rows = self.nas(call).list(after=decode_cursor(call.query.cursor, tuple), limit=limit + 1)
+        return Reply.json(page(rows, limit, lambda row: list(list_key(row))))
+
+    def create_nas(self, call: Call) -> Reply:
+        body: models.NasCreate = call.body
+        created = self.nas(call).add(body.name, body.address, body.secret, mfa_mode=body.mfa_mode,
+                                     coa_port=body.coa_port,
+                                     require_message_authenticator=body.require_message_authenticator)
+        self.nas_changed()
+        return Reply.json(created, 201, headers=(("Location", f"{PREFIX}/nas/{quote(body.name, safe='')}"),))
+
+    def show_nas(self, call: Call) -> Reply:
+        return Reply.json(self.nas(call).show(call.params["name"]))
+
+    def update_nas(self, call: Call) -> Reply:
+        updated = self.nas(call).update(call.params["name"], call.body.model_dump(exclude_unset=True))
+        self.nas_changed()
+        return Reply.json(updated)
+
+    def delete_nas(self, call: Call) -> Reply:
+        self.nas(call).remove(call.params["name"])
+        self.nas_changed()
+        return Reply.empty()
+
+    # -- audit ----------------------------------------------------------------------------------------------
+
+    def list_audit_events(self, call: Call) -> Reply:
+        query: models.AuditQuery = call.query
+        rows = list_events(self.runtime.database, username=query.username, since=query.since, type=query.type,
+                           before=decode_cursor(query.cursor, int), limit=query.limit + 1)
+        return Reply.json(page(rows, query.limit, lambda row: row["id"]))
+
+    # -- integrations: agents and user applications ------------------------------------------------------------
+
+    def authenticate(self, call: Call) -> Reply:
+        """``POST /auth``: one round of the RADIUS pipeline, for an agent acting as a NAS named
+        ``api:NAME`` in challenge mode; challenge rounds carry the State base64-encoded."""
+        body: models.AuthCheck = call.body
+        state = None
+        if body.state is not None:
+            try:
+                state = base64.b64decode(body.state, validate=True)
+            except ValueError:  # binascii.Error, or not ASCII
+                state = b""
+            if not state:
+                raise Invalid("state", "state must be the base64 text a challenge returned")
+        request = AuthRequest(nas=AUTH_NAS_PREFIX + call.principal.name, mfa_mode="challenge", source=call.raw.peer,
+                              identifier=0, user_name=body.username, password=body.password.encode(), state=state,
+                              auth_type="pap", nas_identifier=call.principal.name, received_at=self.clock())
+        try:
+            decision = self.runtime.pipeline.run(request)
+        except Exception:
+            decision = to_decision(Failure())
+        self.metrics.auth_decisions.labels(reason=str(decision.reason)).inc()
+        if isinstance(decision, BackendFailure):
+            self.metrics.backend_errors.labels(backend=decision.backend).inc()
+            raise Problem(503, "backend_error", "authentication could not be decided; try again")
+        if isinstance(decision, Accept):
+            attributes = [{"name": name, "value": value} for name, value in decision.attributes]
+            return Reply.json({"result": "accept", "attributes": attributes})
+        if isinstance(decision, Challenge):
+            return Reply.json({"result": "challenge", "state": base64.b64encode(decision.state).decode(),
+                               "message": decision.prompt, "attributes": []})
+        return Reply.json({"result": "reject", "attributes": []}, hold_seconds=self.reject_delay())
+
+    def verify_otp(self, call: Call) -> Reply:
+        """``POST /otp/verify``: a user's TOTP code, checked like a login's second factor."""
+        body: models.OtpCheck = call.body
+        result = self.otp(call).check_user_code(body.username, body.otp, self.blocks("lockout"), client=call.actor)
+        if result.reason is Reason.OTP_REPLAY:
+            self.metrics.otp_replays.inc()
+        if result.locked:
+            self.metrics.lockouts.inc()
+        return Reply.json({"valid": result.valid}, hold_seconds=0.0 if result.valid else self.reject_delay())
+
+
+def build_routes(handlers: Handlers) -> list[Route]:
+    """The whole API: method, template, handler, who may call it, what it reads."""
+    h, m, p = handlers, models, PREFIX
+    user, client, nas = f"{p}/users/{{username}}", f"{p}/api-clients/{{client_id}}", f"{p}/nas/{{name}}"
+    return [
+        Route("POST", "/oauth/token", h.token, PUBLIC, raw=True),
+        Route("GET", f"{p}/openapi.json", h.openapi, PUBLIC),
+        Route("GET", f"{p}/users", h.list_users, ADMIN, query=m.UserQuery),
+        Route("POST", f"{p}/users", h.create_user, ADMIN, body=m.UserCreate),
+        Route("GET", user, h.show_user, ADMIN),
+        Route("PATCH", user, h.update_user, ADMIN, body=m.UserUpdate),
+        Route("DELETE", user, h.delete_user, ADMIN),
+        Route("POST", f"{user}/password", h.set_password, ADMIN, body=m.PasswordChange),
+        Route("POST", f"{user}/enable", h.enable_user, ADMIN),
+        Route("POST", f"{user}/disable", h.disable_user, ADMIN),
+        Route("POST", f"{user}/block", h.block_user, ADMIN, body=m.BlockRequest),
+        Route("DELETE", f"{user}/block", h.unblock_user, ADMIN),
+        Route("GET", f"{p}/blocked", h.list_blocked, ADMIN, query=m.Page),
+        Route("DELETE", f"{p}/blocked/{{username}}", h.unblock_user, ADMIN),
+        Route("GET", f"{p}/settings/lockout", h.show_lockout, ADMIN),
+        Route("PUT", f"{p}/settings/lockout", h.replace_lockout, ADMIN, body=m.LockoutSettings),
+        Route("GET", f"{p}/softotp", h.list_softotp, ADMIN, query=m.Page),
+        Route("POST", f"{p}/softotp/{{username}}/enroll", h.enroll, ADMIN),
+        Route("POST", f"{p}/softotp/{{username}}/verify", h.verify_enrolment, ADMIN, body=m.OtpCode),
+        Route("DELETE", f"{p}/softotp/{{username}}", h.delete_enrolment, ADMIN),
+        Route("PUT", f"{p}/softotp/{{username}}/remote-config", h.set_remote_config, ADMIN, body=m.RemoteConfig),
+        Route("POST", f"{p}/softotp/remote-config", h.set_remote_config_bulk, ADMIN, body=m.BulkRemoteConfig),
+        Route("GET", f"{p}/api-clients", h.list_api_clients, ADMIN, query=m.Page),
+        Route("POST", f"{p}/api-clients", h.create_api_client, ADMIN, body=m.ApiClientCreate),
+        Route("GET", client, h.show_api_client, ADMIN),
+        Route("DELETE", client, h.revoke_api_client, ADMIN),
+        Route("POST", f"{client}/rotate-secret", h.rotate_api_client_secret, ADMIN),
+        Route("GET", f"{p}/nas", h.list_nas, ADMIN, query=m.Page),
+        Route("POST", f"{p}/nas", h.create_nas, ADMIN, body=m.NasCreate),
+        Route("GET", nas, h.show_nas, ADMIN),
+        Route("PATCH", nas, h.update_nas, ADMIN, body=m.NasUpdate),
+        Route("DELETE", nas, h.delete_nas, ADMIN),
+        Route("GET", f"{p}/audit-events", h.list_audit_events, ADMIN, query=m.AuditQuery),
+        Route("POST", f"{p}/auth", h.authenticate, AGENT, body=m.AuthCheck, pool="auth",
+              timeout_seconds=handlers.config.server.plugin_timeout_seconds),
+        Route("POST", f"{p}/otp/verify", h.verify_otp, USER, body=m.OtpCheck),
+    ]

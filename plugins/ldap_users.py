@@ -1,0 +1,151 @@
+"""Directory users (SPEC §8): users not found locally are looked up in LDAP / Active Directory.
+
+Runs after ``local_users`` in ``[plugins] order``, so a local account always wins its name.
+
+- ``find_user``: the username is searched with ``user_filter`` (escaped). The directory's
+  spelling of ``username_attribute`` keys the user's *local record* (source ``ldap``, no
+  password hash), which holds second factors, expiry, disable and blocks exactly like a local
+  user's; so ``ALICE`` and ``alice`` are one user with one failure count and one TOTP. Before
+  the first successful bind there is no record: the user is passed on as an unsaved ``User``
+  (id 0) and the first correct password creates the record.
+- ``authenticate`` (source ``ldap`` only): a bind as the user's DN. Active Directory account
+  states reject with their own reasons; a directory that cannot be asked fails closed.
+- ``reply_attributes``: the user's groups (group search, or memberOf) mapped through
+  ``[ldap.group_reply_attributes]``.
+- ``health_checks``: ``ldap``, the service-account bind (``/readyz``, ``radiusd check-config``).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import IntegrityError
+from twisted.logger import Logger
+
+from radiusd.config import ConfigError
+from radiusd.db.tables import users
+from radiusd.decisions import Accept, PasswordOk, Reason, Reject
+from radiusd.directory import Directory, DirectoryEntry
+from radiusd.errors import BackendError
+from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.model import User
+from radiusd.services import Invalid
+from radiusd.services.audit import record_event
+from radiusd.services.users import check_reply_attributes, check_username, find_user
+
+NAME = "ldap_users"
+SOURCE = "ldap"
+NO_RECORD = 0  # id of a directory user whose local record the first successful bind creates
+log = Logger(namespace="radiusd.ldap")
+
+
+class Plugin:
+    def __init__(self, context: PluginContext):
+        section = context.config.ldap
+        if section is None:
+            raise ConfigError("[plugins] order lists ldap_users but there is no [ldap] section")
+        for group, items in section.group_reply_attributes.items():
+            try:
+                check_reply_attributes(context.dictionary, [item.model_dump() for item in items])
+            except Invalid as exc:
+                raise ConfigError(f"[ldap.group_reply_attributes] {group}: {exc.detail}") from None
+        self.context = context
+        self.database = context.database
+        self.group_attributes = {group.casefold(): tuple((item.name, item.value) for item in items)
+                                 for group, items in section.group_reply_attributes.items()}
+        self.directory = Directory(section)
+        for url in self.directory.cleartext_urls:
+            log.warn("[ldap] {url} carries passwords in clear text: use ldaps:// or start_tls = true", url=url)
+        self._current = threading.local()  # the entry found for the request this thread runs
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    @hookimpl
+    def radiusd_find_user(self, request):
+        entry = self.directory.find(request.user_name)
+        if entry is None:
+            return None
+        user = find_user(self.database, entry.username)
+        if user is not None and user.source != SOURCE:
+            return None  # a local account owns this name (in another spelling)
+        if user is None:
+            try:
+                check_username(entry.username)
+            except Invalid:
+                return None
+            user = User(id=NO_RECORD, username=entry.username, password_hash=None, enabled=True,
+                        expires_at=None, framed_ip_address=None, mfa_exempt=False, reply_attributes=(),
+                        source=SOURCE)
+        self._remember(request, entry)
+        return user
+
+    @hookimpl
+    def radiusd_authenticate(self, request, user, password):
+        if user.source != SOURCE:
+            return None
+        if not password:  # never sent: an empty simple bind is an anonymous bind
+            return Reject(Reason.NO_PASSWORD, NAME)
+        entry = self._entry(request, user)
+        if entry is None:
+            return Reject(Reason.UNKNOWN_USER, NAME, "not in the directory")
+        refused = self.directory.authenticate(entry.dn, password)
+        if refused is not None:
+            return Reject(refused, NAME)
+        if user.id == NO_RECORD:
+            self._create_record(entry.username)
+        return PasswordOk(NAME)
+
+    @hookimpl
+    def radiusd_reply_attributes(self, request, user):
+        if user.source != SOURCE or not self.group_attributes:
+            return []
+        entry = self._entry(request, user)
+        if entry is None:
+            raise BackendError("ldap", "user left the directory during the request")
+        groups = {name.casefold() for name in self.directory.groups(entry)}
+        return [pair for group, pairs in self.group_attributes.items() if group in groups for pair in pairs]
+
+    @hookimpl
+    def radiusd_post_auth(self, request, user, decision):
+        self._current.__dict__.clear()
+        if user is not None and user.id == NO_RECORD and user.source == SOURCE and isinstance(decision, Accept):
+            with self.database.writer.begin() as conn:  # the record was created during this request
+                conn.execute(update(users).where(users.c.username == user.username, users.c.source == SOURCE)
+                             .values(last_login_at=self._now()))
+
+    @hookimpl
+    def radiusd_health_checks(self):
+        return {"ldap": self.directory.check}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.context.clock(), timezone.utc)
+
+    def _remember(self, request, entry: DirectoryEntry) -> None:
+        self._current.request, self._current.entry = request, entry
+
+    def _entry(self, request, user: User) -> DirectoryEntry | None:
+        """The user's directory entry: found earlier in this request, else searched now (a
+        returning user's record is found locally; the challenge's second round binds no one)."""
+        if getattr(self._current, "request", None) is request:
+            return self._current.entry
+        entry = self.directory.find(user.username)
+        if entry is None or entry.username.casefold() != user.username.casefold():
+            return None
+        self._remember(request, entry)
+        return entry
+
+    def _create_record(self, username: str) -> None:
+        now = self._now()
+        try:
+            with self.database.writer.begin() as conn:
+                conn.execute(insert(users).values(username=username, password_hash=None, enabled=True,
+                                                  source=SOURCE, reply_attributes=[], created_at=now,
+                                                  updated_at=now))
+        except IntegrityError:
+            return  # a concurrent first login created it
+        record_event(self.database, "admin", username=username, result="ok", reason="user.create",
+                     actor=NAME, detail={"source": SOURCE})

@@ -1,0 +1,114 @@
+"""The OpenAPI document is the contract: it must describe exactly the routes the resource
+serves, with the same request fields, parameters, scopes and problem+json errors."""
+
+from __future__ import annotations
+
+import re
+import time
+from types import SimpleNamespace
+
+import pytest
+from openapi_spec_validator import validate
+
+from radiusd.admin_api import api_resource, openapi_document
+from radiusd.admin_api.routing import PUBLIC
+from radiusd.config import Config
+
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+PROBLEM_SCHEMAS = {"#/components/schemas/Problem", "#/components/schemas/OAuthProblem"}
+
+
+@pytest.fixture(scope="module")
+def resource():
+    runtime = SimpleNamespace(config=Config(), metrics=None, context=SimpleNamespace(clock=time.time))
+    return api_resource(runtime, reactor=None, pools={})
+
+
+@pytest.fixture(scope="module")
+def document():
+    return openapi_document()
+
+
+@pytest.fixture(scope="module")
+def routes(resource):
+    return {(route.method, route.template): route for route in resource.router.routes}
+
+
+def operations_of(document) -> dict[tuple[str, str], dict]:
+    return {(method.upper(), path): operation for path, item in document["paths"].items()
+            for method, operation in item.items() if method in METHODS}
+
+
+def resolve(document, node: dict) -> dict:
+    while "$ref" in node:
+        target = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def test_document_is_a_valid_openapi_31_document(document):
+    assert document["openapi"].startswith("3.1")
+    validate(document)
+
+
+def test_routes_and_documented_operations_are_the_same_set(resource, document):
+    served = resource.router.operations()
+    documented = set(operations_of(document))
+    assert served == documented, {"served only": served - documented, "documented only": documented - served}
+
+
+def test_path_parameters_match_the_templates(document, routes):
+    for (method, path), operation in operations_of(document).items():
+        item = document["paths"][path]
+        parameters = [resolve(document, p) for p in item.get("parameters", []) + operation.get("parameters", [])]
+        in_path = {p["name"] for p in parameters if p["in"] == "path"}
+        assert in_path == set(re.findall(r"{(\w+)}", path)), (method, path)
+        query = {p["name"] for p in parameters if p["in"] == "query"}
+        model = routes[(method, path)].query
+        assert query == (set(model.model_fields) if model else set()), (method, path)
+
+
+def test_request_bodies_match_the_pydantic_models(document, routes):
+    for key, operation in operations_of(document).items():
+        route = routes[key]
+        if route.raw:
+            continue
+        if route.body is None:
+            assert "requestBody" not in operation, key
+            continue
+        schema = resolve(document, operation["requestBody"]["content"]["application/json"]["schema"])
+        assert schema.get("additionalProperties") is False, key
+        assert set(schema["properties"]) == set(route.body.model_fields), key
+        required = {name for name, field in route.body.model_fields.items() if field.is_required()}
+        assert set(schema.get("required", [])) == required, key
+
+
+def test_security_matches_the_routes_scopes(document, routes):
+    default = document["security"]
+    for key, operation in operations_of(document).items():
+        route = routes[key]
+        security = operation.get("security", default)
+        if route.scopes == PUBLIC:
+            assert security == [] or {} in security, key
+        else:
+            assert security == [{"apiClient": sorted(route.scopes)}], key
+
+
+def test_every_error_response_is_a_problem(document):
+    for key, operation in operations_of(document).items():
+        for status, response in operation["responses"].items():
+            response = resolve(document, response)
+            if int(status) < 400:
+                continue
+            content = response["content"]
+            assert list(content) == ["application/problem+json"], (key, status)
+            assert content["application/problem+json"]["schema"]["$ref"] in PROBLEM_SCHEMAS, (key, status)
+        if key[1] != "/api/v1/openapi.json" and key[1] != "/oauth/token":
+            assert {"401", "403", "422"} <= set(operation["responses"]), key
+
+
+def test_problem_schema_has_the_rfc_9457_members_and_a_code(document):
+    problem = document["components"]["schemas"]["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status", "detail", "code"}
