@@ -1,0 +1,392 @@
+"""``radiusd-admin`` as operators run it: a subprocess, exit codes, JSON and table output."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+from sqlalchemy import select
+
+from radiusd.config import SecuritySection, load_config
+from radiusd.crypto import PasswordHasher, SeedKey
+from radiusd.db import migrate
+from radiusd.db.engine import Database
+from radiusd.db.tables import users
+from radiusd.services.nas import NasService
+from radiusd.services.users import find_user
+from tests.support import SECRET, admin, write_config
+
+PASSWORD = "Correct-Horse-7731"
+
+
+@pytest.fixture
+def config(tmp_path, sqlite_url):
+    """A configuration whose database has been upgraded (in-process: `db upgrade` has its own tests)."""
+    path = write_config(tmp_path, sqlite_url)
+    database = Database(sqlite_url)
+    try:
+        migrate.upgrade(database)
+    finally:
+        database.dispose()
+    return path
+
+
+def stored_usernames(config) -> list[str]:
+    """The users in the database, read directly (cheaper than another subprocess)."""
+    database = Database(load_config(str(config), environ={}).database.url)
+    try:
+        with database.engine.connect() as conn:
+            return list(conn.execute(select(users.c.username).order_by(users.c.username)).scalars())
+    finally:
+        database.dispose()
+
+
+def run_json(config, *args, stdin=None):
+    result = admin(config, *args, stdin=stdin)
+    return json.loads(result.stdout)
+
+
+def assert_fails(result, code: int = 1, *fragments: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    message = result.stderr.strip()
+    if code == 1:
+        assert message.startswith("radiusd-admin: "), message
+        assert "\n" not in message, f"not one line: {message!r}"
+        assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def add_alice(config, *extra, password=PASSWORD, check=True):
+    return admin(config, "user", "add", "alice", "--password-stdin", *extra, stdin=password + "\n", check=check)
+
+
+# -- db ----------------------------------------------------------------------------------------
+
+def test_db_upgrade_creates_the_seed_key_file_and_prints_the_revision(tmp_path, sqlite_url):
+    seed = tmp_path / "keys" / "seed.key"
+    path = write_config(tmp_path, sqlite_url, sections={"security": {"seed_key": {"file": str(seed)}}})
+    document = run_json(path, "db", "upgrade")
+    assert document == {"revision": migrate.head_revision(), "seed_key_created": True}
+    assert stat.S_IMODE(seed.stat().st_mode) == 0o600
+    key_text = seed.read_text()
+    SeedKey.load(load_config(str(path), environ={}).security.seed_key)
+
+    again = run_json(path, "db", "upgrade")
+    assert again == {"revision": migrate.head_revision(), "seed_key_created": False}
+    assert seed.read_text() == key_text, "an existing seed key must never be replaced"
+
+
+def test_db_upgrade_refuses_an_unusable_seed_key(tmp_path, sqlite_url):
+    path = write_config(tmp_path, sqlite_url)
+    (tmp_path / "seed.key").write_text("too-short\n")
+    assert_fails(admin(path, "db", "upgrade", check=False), 1, "seed key")
+
+
+def test_db_current_shows_revision_and_head(tmp_path, sqlite_url):
+    path = write_config(tmp_path, sqlite_url)
+    assert run_json(path, "db", "current") == {"revision": None, "head": migrate.head_revision()}
+    admin(path, "db", "upgrade")
+    assert run_json(path, "db", "current") == {"revision": migrate.head_revision(), "head": migrate.head_revision()}
+
+
+def test_db_upgrade_table_output_is_key_value_lines(tmp_path, sqlite_url):
+    path = write_config(tmp_path, sqlite_url)
+    output = admin(path, "db", "upgrade", fmt="table").stdout
+    assert f"revision: {migrate.head_revision()}" in output.splitlines()
+
+
+def test_config_error_is_one_line_and_exit_1(tmp_path, sqlite_url):
+    path = write_config(tmp_path, sqlite_url, sections={"server": {"auth_portt": 1}})
+    assert_fails(admin(path, "db", "current", check=False), 1, "server.auth_portt")
+
+
+# -- user --------------------------------------------------------------------------------------
+
+ALL_FLAGS = ["--first-name", "Alice", "--last-name", "Liddell", "--email", "alice@example.com",
+             "--phone", "05554443322", "--expires", "2030-01-02T03:04:05+03:00", "--framed-ip", "10.1.2.3",
+             "--sponsor-name", "Bob Sponsor", "--sponsor-email", "bob@example.com",
+             "--description", "contractor, 2nd floor", "--mfa-exempt",
+             "--reply-attribute", "Session-Timeout=3600"]
+
+
+def test_user_add_with_every_profile_flag(config):
+    created = json.loads(add_alice(config, *ALL_FLAGS).stdout)
+    assert created["username"] == "alice"
+    assert created["first_name"] == "Alice" and created["last_name"] == "Liddell"
+    assert created["email"] == "alice@example.com"
+    assert created["phone"] == "+905554443322"
+    assert created["expires_at"] == "2030-01-02T00:04:05+00:00"
+    assert created["framed_ip_address"] == "10.1.2.3"
+    assert created["sponsor_name"] == "Bob Sponsor" and created["sponsor_email"] == "bob@example.com"
+    assert created["description"] == "contractor, 2nd floor"
+    assert created["mfa_exempt"] is True
+    assert created["reply_attributes"] == [{"name": "Session-Timeout", "value": "3600"}]
+    assert created["status"] == "active"
+    assert not any("password" in key for key in created)
+    assert PASSWORD not in json.dumps(created)
+    assert run_json(config, "user", "show", "alice") == created
+
+
+def test_user_add_accepts_password_with_matching_confirmation_line(config):
+    admin(config, "user", "add", "alice", "--password-stdin", stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert run_json(config, "user", "show", "alice")["username"] == "alice"
+
+
+def test_user_show_table_output_is_readable(config):
+    add_alice(config, "--first-name", "Alice", "--framed-ip", "10.1.2.3")
+    lines = admin(config, "user", "show", "alice", fmt="table").stdout.splitlines()
+    assert "username: alice" in lines
+    assert "first_name: Alice" in lines
+    assert "framed_ip_address: 10.1.2.3" in lines
+    assert "expires_at: -" in lines
+    assert "status: active" in lines
+
+
+def test_user_list_json_and_table(config):
+    add_alice(config, "--first-name", "Alice")
+    admin(config, "user", "add", "bob", "--password-stdin", "--last-name", "Builder", stdin=PASSWORD + "\n")
+    listed = run_json(config, "user", "list")
+    assert [user["username"] for user in listed] == ["alice", "bob"]
+    assert run_json(config, "user", "list", "--search", "build") == [listed[1]]
+
+    lines = admin(config, "user", "list", fmt="table").stdout.splitlines()
+    assert lines[0].split() == ["USERNAME", "FIRST_NAME", "LAST_NAME", "STATUS", "EXPIRES_AT",
+                                "FRAMED_IP_ADDRESS", "MFA_EXEMPT"]
+    assert lines[1].split()[:2] == ["alice", "Alice"]
+    assert lines[2].split()[0] == "bob" and "Builder" in lines[2]
+    assert len(lines) == 3
+
+
+def test_user_list_of_nobody(config):
+    assert run_json(config, "user", "list") == []
+    assert admin(config, "user", "list", fmt="table").stdout.strip() == "(none)"
+
+
+def test_user_set_changes_given_fields_and_clears_with_empty_values(config):
+    add_alice(config, *ALL_FLAGS)
+    changed = run_json(config, "user", "set", "alice", "--last-name", "Hargreaves", "--expires", "",
+                       "--framed-ip", "", "--no-mfa-exempt")
+    assert changed["last_name"] == "Hargreaves"
+    assert changed["expires_at"] is None and changed["framed_ip_address"] is None
+    assert changed["mfa_exempt"] is False
+    assert changed["first_name"] == "Alice" and changed["phone"] == "+905554443322"
+
+
+def test_user_set_password_from_stdin(config):
+    add_alice(config)
+    admin(config, "user", "set", "alice", "--password-stdin", stdin="Another-Password-99\n")
+    database = Database(load_config(str(config), environ={}).database.url)
+    try:
+        stored = find_user(database, "alice").password_hash
+    finally:
+        database.dispose()
+    hasher = PasswordHasher(SecuritySection())
+    assert hasher.verify(stored, b"Another-Password-99")
+    assert not hasher.verify(stored, PASSWORD.encode())
+
+
+def test_user_disable_enable_delete(config):
+    add_alice(config)
+    assert run_json(config, "user", "disable", "alice")["status"] == "disabled"
+    assert run_json(config, "user", "list", "--status", "disabled")[0]["username"] == "alice"
+    assert run_json(config, "user", "enable", "alice")["status"] == "active"
+    assert run_json(config, "user", "delete", "alice") == {"deleted": "alice"}
+    assert stored_usernames(config) == []
+
+
+def test_duplicate_user_fails_with_one_line(config):
+    add_alice(config)
+    assert_fails(add_alice(config, check=False), 1, "alice already exists")
+
+
+def test_unknown_user_fails_with_one_line(config):
+    for verb, *rest in [["show"], ["set", "--first-name", "X"], ["disable"], ["enable"], ["delete"]]:
+        assert_fails(admin(config, "user", verb, "ghost", *rest, check=False), 1, "user ghost not found")
+
+
+INVALID_PROFILE_VALUES = [
+    (["--phone", "12345"], "phone"),
+    (["--phone", "5554443322"], "phone"),
+    (["--email", "not-an-email"], "email"),
+    (["--sponsor-email", "bob@"], "sponsor_email"),
+    (["--framed-ip", "10.0.0.256"], "framed_ip_address"),
+    (["--expires", "next tuesday"], "expires_at"),
+    (["--expires", "2030-13-01"], "expires_at"),
+    (["--reply-attribute", "No-Such-Attribute=1"], "No-Such-Attribute"),
+    (["--reply-attribute", "Framed-IP-Address=nope"], "Framed-IP-Address"),
+]
+
+
+def test_invalid_profile_value_fails_with_one_line_and_creates_nothing(config):
+    for flags, fragment in INVALID_PROFILE_VALUES:
+        assert_fails(add_alice(config, *flags, check=False), 1, fragment)
+    assert stored_usernames(config) == []
+
+
+def test_invalid_value_in_user_set_changes_nothing(config):
+    add_alice(config, "--email", "alice@example.com")
+    assert_fails(admin(config, "user", "set", "alice", "--email", "broken", check=False), 1, "email")
+    assert run_json(config, "user", "show", "alice")["email"] == "alice@example.com"
+
+
+def test_password_mismatch_on_stdin_fails(config):
+    result = admin(config, "user", "add", "alice", "--password-stdin", stdin=f"{PASSWORD}\n{PASSWORD}x\n",
+                   check=False)
+    assert_fails(result, 1, "confirmation differ")
+    assert stored_usernames(config) == []
+
+
+def test_missing_or_short_password_on_stdin_fails(config):
+    for stdin in ["", "\n", "short\n"]:
+        result = admin(config, "user", "add", "alice", "--password-stdin", stdin=stdin, check=False)
+        assert_fails(result, 1, "assword")
+    assert stored_usernames(config) == []
+
+
+def test_password_is_never_taken_from_argv(config):
+    result = admin(config, "user", "add", "alice", "--password", PASSWORD, check=False)
+    assert_fails(result, 2, "No such option")
+    result = admin(config, "user", "add", "alice", "--password-stdin", PASSWORD, stdin=PASSWORD + "\n", check=False)
+    assert_fails(result, 2, "unexpected extra argument")
+    assert stored_usernames(config) == []
+
+
+def test_without_stdin_option_or_terminal_the_password_is_refused(config):
+    result = admin(config, "user", "add", "alice", stdin=PASSWORD + "\n", check=False)
+    assert_fails(result, 1, "--*-stdin")
+    assert stored_usernames(config) == []
+
+
+USAGE_ERRORS = [
+    ["user", "add", "alice", "--bogus"],
+    ["user", "add"],
+    ["user", "show"],
+    ["user", "frobnicate"],
+    ["nas", "add", "vpn1", "--secret-stdin"],
+    ["user", "list", "--status", "sleeping"],
+    ["nas", "add", "vpn1", "--address", "192.0.2.1", "--coa-port", "many"],
+    ["user", "add", "alice", "--reply-attribute", "Session-Timeout"],
+]
+
+
+def test_usage_errors_exit_2(config):
+    for args in USAGE_ERRORS:
+        result = admin(config, *args, stdin=PASSWORD + "\n", check=False)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+    result = admin(config, "user", "list", fmt="yaml", check=False)
+    assert result.returncode == 2
+    assert stored_usernames(config) == []
+
+
+# -- nas ---------------------------------------------------------------------------------------
+
+def nas_secrets(config) -> dict[str, bytes]:
+    """What the server would load: the database NAS entries with decrypted secrets."""
+    settings = load_config(str(config), environ={})
+    database = Database(settings.database.url)
+    try:
+        service = NasService(database, SeedKey.load(settings.security.seed_key), settings)
+        return {entry.name: entry.secret for entry in service.registry_entries()}
+    finally:
+        database.dispose()
+
+
+def test_nas_add_with_generated_secret_prints_it_once(config):
+    shown = run_json(config, "nas", "add", "vpn1", "--address", "192.0.2.0/24", "--generate-secret",
+                     "--mfa-mode", "append", "--coa-port", "1700")
+    secret = shown["secret"]
+    assert len(secret) >= 16
+    assert shown["name"] == "vpn1" and shown["address"] == "192.0.2.0/24"
+    assert shown["mfa_mode"] == "append" and shown["coa_port"] == 1700
+    assert nas_secrets(config) == {"vpn1": secret.encode()}
+
+    listed_json = admin(config, "nas", "list").stdout
+    listed_table = admin(config, "nas", "list", fmt="table").stdout
+    for output in (listed_json, listed_table):
+        assert secret not in output
+        assert SECRET.decode() not in output  # the config file NAS's secret either
+    entries = json.loads(listed_json)
+    assert [(entry["name"], entry["origin"]) for entry in entries] == [("test", "config"), ("vpn1", "database")]
+    assert all("secret" not in key for entry in entries for key in entry)
+    lines = listed_table.splitlines()
+    assert lines[0].split() == ["NAME", "ADDRESS", "MFA_MODE", "COA_PORT", "ORIGIN"]
+    assert lines[2].split() == ["vpn1", "192.0.2.0/24", "append", "1700", "database"]
+
+
+def test_nas_add_with_secret_from_stdin(config):
+    shown = run_json(config, "nas", "add", "vpn1", "--address", "2001:db8::/32", "--secret-stdin",
+                     stdin="stdin-secret-0123456789\n")
+    assert "secret" not in shown
+    assert nas_secrets(config) == {"vpn1": b"stdin-secret-0123456789"}
+
+
+def test_nas_add_with_empty_secret_fails(config):
+    result = admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--secret-stdin", stdin="\n", check=False)
+    assert_fails(result, 1, "secret")
+    assert nas_secrets(config) == {}
+
+
+def test_nas_add_with_short_secret_warns(config):
+    result = admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--secret-stdin", stdin="short\n")
+    assert "warning" in result.stderr and "shorter" in result.stderr
+    assert "short\n" not in result.stdout
+
+
+def test_nas_add_refuses_both_secret_options(config):
+    result = admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--secret-stdin", "--generate-secret",
+                   stdin="stdin-secret-0123456789\n", check=False)
+    assert result.returncode == 2
+    assert nas_secrets(config) == {}
+
+
+def test_invalid_nas_add_fails_with_one_line(config):
+    for args, fragment in [(["vpn1", "--address", "192.0.2.300"], "192.0.2.300"),
+                           (["test", "--address", "192.0.2.9"], "configuration file")]:
+        result = admin(config, "nas", "add", *args, "--secret-stdin", stdin="stdin-secret-0123456789\n",
+                       check=False)
+        assert_fails(result, 1, fragment)
+    assert nas_secrets(config) == {}
+
+
+def test_duplicate_nas_fails(config):
+    admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--generate-secret")
+    result = admin(config, "nas", "add", "vpn1", "--address", "192.0.2.2", "--generate-secret", check=False)
+    assert_fails(result, 1, "vpn1 already exists")
+
+
+def test_nas_rotate_secret(config):
+    admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--secret-stdin", stdin="first-secret-0123456789\n")
+    shown = run_json(config, "nas", "rotate-secret", "vpn1", "--secret-stdin", stdin="second-secret-0123456789\n")
+    assert shown == {"name": "vpn1", "rotated": True}
+    assert nas_secrets(config) == {"vpn1": b"second-secret-0123456789"}
+    generated = run_json(config, "nas", "rotate-secret", "vpn1", "--generate-secret")["secret"]
+    assert nas_secrets(config) == {"vpn1": generated.encode()}
+
+
+def test_nas_rotate_secret_of_unknown_nas_fails(config):
+    result = admin(config, "nas", "rotate-secret", "ghost", "--secret-stdin", stdin="second-secret-0123456789\n",
+                   check=False)
+    assert_fails(result, 1, "ghost not found")
+
+
+def test_nas_remove(config):
+    admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--generate-secret")
+    assert run_json(config, "nas", "remove", "vpn1") == {"removed": "vpn1"}
+    assert nas_secrets(config) == {}
+    assert_fails(admin(config, "nas", "remove", "vpn1", check=False), 1, "vpn1 not found")
+
+
+def test_nas_remove_of_a_config_file_nas_fails_clearly(config):
+    result = admin(config, "nas", "remove", "test", check=False)
+    assert_fails(result, 1, "test", "configuration file")
+    assert [entry["name"] for entry in run_json(config, "nas", "list")] == ["test"]
+
+
+def test_nas_commands_need_the_seed_key(config, tmp_path):
+    (tmp_path / "seed.key").unlink()
+    result = admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--generate-secret", check=False)
+    assert_fails(result, 1, "seed.key")

@@ -1,0 +1,190 @@
+"""The challenge State store (SPEC §3.1) and the append-mode split of password and code."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from radiusd.challenges import STATE_BYTES, ChallengeStore, PendingChallenge, state_hash
+from radiusd.config import SecuritySection
+from radiusd.crypto import PasswordHasher
+from radiusd.db import migrate
+from radiusd.db.engine import Database
+from radiusd.db.tables import challenges
+from radiusd.decisions import Challenge, Reason
+from radiusd.dictionary import RadiusDictionary
+from radiusd.metrics import Metrics
+from radiusd.pipeline import split_appended_code
+from radiusd.services.users import UserService, find_user
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = T0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def open_store(url: str, clock: Clock):
+    database = Database(url, pool_size=8)
+    migrate.upgrade(database)
+    service = UserService(database, PasswordHasher(SecuritySection()), RadiusDictionary(), actor="test")
+    for name in ("bob", "carol"):
+        service.create(name, {})
+    return database, ChallengeStore(database, clock, Metrics())
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def setup(sqlite_url, clock):
+    database, store = open_store(sqlite_url, clock)
+    yield database, store
+    database.dispose()
+
+
+@pytest.fixture
+def store(setup):
+    return setup[1]
+
+
+@pytest.fixture
+def database(setup):
+    return setup[0]
+
+
+@pytest.fixture
+def bob(database):
+    return find_user(database, "bob")
+
+
+def rows(database):
+    with database.engine.connect() as conn:
+        return conn.execute(select(challenges)).all()
+
+
+def test_a_state_is_random_and_taken_once(store, database, bob):
+    state = store.create(bob, "nas1", "totp", 120)
+    assert isinstance(state, bytes) and len(state) == STATE_BYTES >= 16
+    assert store.create(bob, "nas1", "totp", 120) != state
+    pending = store.take(state, nas="nas1", username="bob")
+    assert isinstance(pending, PendingChallenge)
+    assert (pending.user_id, pending.username, pending.nas, pending.factor, pending.code_hash) == \
+        (bob.id, "bob", "nas1", "totp", None)
+    assert pending.expires_at.timestamp() == T0 + 120
+    assert store.take(state, nas="nas1", username="bob") is Reason.BAD_STATE  # single use
+    assert len(rows(database)) == 1  # only the other State remains
+
+
+def test_an_expired_state_is_refused_as_challenge_expired(store, clock, bob):
+    state = store.create(bob, "nas1", "totp", 120)
+    clock.now += 120
+    assert store.take(state, nas="nas1", username="bob") is Reason.CHALLENGE_EXPIRED
+    assert store.take(state, nas="nas1", username="bob") is Reason.BAD_STATE  # and it is gone
+    live = store.create(bob, "nas1", "totp", 120)
+    clock.now += 119.5
+    assert isinstance(store.take(live, nas="nas1", username="bob"), PendingChallenge)
+
+
+def test_creating_a_state_purges_expired_ones(store, database, clock, bob):
+    store.create(bob, "nas1", "totp", 10)
+    clock.now += 11
+    store.create(bob, "nas1", "totp", 10)
+    assert len(rows(database)) == 1
+
+
+@pytest.mark.parametrize("nas,username", [("nas2", "bob"), ("nas1", "carol"), ("nas1", None), ("NAS1", "bob")])
+def test_a_state_from_another_nas_or_for_another_user_is_a_bad_state_and_burnt(store, bob, nas, username):
+    state = store.create(bob, "nas1", "totp", 120)
+    assert store.take(state, nas=nas, username=username) is Reason.BAD_STATE
+    # a misused State is consumed: it cannot be answered afterwards by anyone
+    assert store.take(state, nas="nas1", username="bob") is Reason.BAD_STATE
+
+
+def test_a_forged_state_is_a_bad_state(store, bob):
+    state = store.create(bob, "nas1", "totp", 120)
+    for forged in (os.urandom(STATE_BYTES), b"", b"\x00" * 16, state[:-1], state + b"\x00",
+                   bytes([state[0] ^ 1]) + state[1:], state_hash(state).encode(),
+                   bytes.fromhex(state_hash(state))):
+        assert store.take(forged, nas="nas1", username="bob") is Reason.BAD_STATE, forged
+    assert isinstance(store.take(state, nas="nas1", username="bob"), PendingChallenge)  # untouched
+
+
+def test_only_a_sha256_of_the_state_is_stored(store, database, bob):
+    state = store.create(bob, "nas1", "sms", 300, code_hash="c" * 64)
+    [row] = rows(database)
+    assert row.state_hash == hashlib.sha256(state).hexdigest()
+    assert row.code_hash == "c" * 64
+    for value in row:
+        text = value if isinstance(value, (bytes, str)) else str(value)
+        data = text if isinstance(text, bytes) else text.encode()
+        assert state not in data and state.hex().encode() not in data
+    pending = store.take(state, nas="nas1", username="bob")
+    assert pending.code_hash == "c" * 64 and pending.factor == "sms"
+
+
+def test_issue_counts_the_challenge_by_factor_and_returns_its_state(store, bob):
+    before = store.metrics.challenges.labels(factor="totp")._value.get()
+    decision = store.issue(bob, "nas1", "totp", 120, "Enter the code")
+    assert isinstance(decision, Challenge)
+    assert (decision.prompt, decision.factor, decision.reason) == ("Enter the code", "totp", Reason.CHALLENGE)
+    assert repr(decision.state) not in repr(decision)  # the State is never logged with the decision
+    assert store.metrics.challenges.labels(factor="totp")._value.get() == before + 1
+    assert isinstance(store.take(decision.state, nas="nas1", username="bob"), PendingChallenge)
+
+
+def test_eight_threads_taking_one_state_get_it_exactly_once(database_url, clock):
+    database, store = open_store(database_url, clock)
+    try:
+        state = store.create(find_user(database, "bob"), "nas1", "totp", 120)
+        barrier = threading.Barrier(8)
+        results, errors = [], []
+
+        def take():
+            try:
+                barrier.wait(timeout=10)
+                results.append(store.take(state, nas="nas1", username="bob"))
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors, errors
+        assert sum(isinstance(result, PendingChallenge) for result in results) == 1
+        assert results.count(Reason.BAD_STATE) == 7
+    finally:
+        database.dispose()
+
+
+# -- append mode: password immediately followed by the code ----------------------------------------
+
+@pytest.mark.parametrize("value,expected", [
+    (b"secret123456", (b"secret", "123456")),
+    (b"pass2024000000", (b"pass2024", "000000")),
+    (b"abc1234567890", (b"abc1234", "567890")),
+    (b"x000000", (b"x", "000000")),
+    (b"123456", (b"123456", None)),                 # nothing but a code: no password left
+    (b"secret", (b"secret", None)),                 # no code
+    (b"secret12345", (b"secret12345", None)),       # five digits
+    (b"secret12345a", (b"secret12345a", None)),
+    (b"secret 12345", (b"secret 12345", None)),
+    (b"", (b"", None)),
+    ("secret１２３４５６".encode(), ("secret１２３４５６".encode(), None)),  # full-width digits
+    ("secret١٢٣٤٥٦".encode(), ("secret١٢٣٤٥٦".encode(), None)),           # Arabic-Indic digits
+    (b"secret\xff23456", (b"secret\xff23456", None)),
+])
+def test_split_appended_code(value, expected):
+    assert split_appended_code(value) == expected

@@ -1,0 +1,292 @@
+"""SMS gateways (issue 3): the file spool, and the HTTP gateway against a real HTTP server on
+127.0.0.1 (success, error status, a server that never answers, nothing listening)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from pydantic import ValidationError
+
+from radiusd.challenges import ChallengeStore
+from radiusd.config import Config, SecuritySection, SmsSection
+from radiusd.crypto import PasswordHasher, SeedKey
+from radiusd.db import migrate
+from radiusd.db.engine import Database
+from radiusd.decisions import Challenge, Reason, Reject
+from radiusd.dictionary import RadiusDictionary
+from radiusd.errors import BackendError
+from radiusd.metrics import Metrics
+from radiusd.plugins.sms_otp import Plugin
+from radiusd.services.users import UserService, find_user, normalise_phone
+from radiusd.sms import FileGateway, HttpGateway, make_gateway
+from tests.support import free_port
+
+PHONE = "+905554443322"
+MESSAGE = 'Your "radiusd" code is 123456\\ok\n\u00e7'  # quotes, backslash, newline, non-ASCII
+
+
+# -- a provider stand-in -------------------------------------------------------------------------
+
+class Provider:
+    """A real HTTP server in a thread; ``status`` is what it answers, or it hangs when None."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.status: int | None = 200
+        self.release = threading.Event()
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                provider.requests.append({"method": self.command, "path": self.path,
+                                          "headers": dict(self.headers.items()), "body": body})
+                if provider.status is None:
+                    provider.release.wait(10)
+                    return
+                self.send_response(provider.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = do_PUT = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def provider():
+    stand_in = Provider()
+    yield stand_in
+    stand_in.close()
+
+
+def http_settings(url: str, **overrides) -> SmsSection:
+    return SmsSection(gateway="http", url=url, timeout_seconds=1, **overrides)
+
+
+# -- file gateway ----------------------------------------------------------------------------------
+
+def test_file_gateway_appends_one_line_per_message_with_utc_time_phone_and_message(tmp_path):
+    spool = tmp_path / "sms.spool"
+    gateway = make_gateway(SmsSection(spool_path=str(spool)))
+    assert isinstance(gateway, FileGateway)
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    gateway.send(PHONE, "Your radiusd code is 123456")
+    gateway.send("+14155550100", "Your radiusd code is 000042")
+    after = datetime.now(timezone.utc)
+    lines = spool.read_text().splitlines()
+    assert len(lines) == 2
+    pattern = re.compile(r"^(\S+) (\+[1-9]\d{7,14}) (.*)$")
+    when, phone, message = pattern.match(lines[0]).groups()
+    moment = datetime.fromisoformat(when)
+    assert moment.utcoffset() == timedelta(0)
+    assert before <= moment <= after
+    assert (phone, message) == (PHONE, "Your radiusd code is 123456")
+    assert pattern.match(lines[1]).groups()[1:] == ("+14155550100", "Your radiusd code is 000042")
+    assert spool.stat().st_mode & 0o077 == 0  # codes are secrets: owner-only spool
+
+
+def test_file_gateway_failure_is_a_backend_error(tmp_path):
+    gateway = FileGateway(SmsSection(spool_path=str(tmp_path / "missing-dir" / "sms.spool")))
+    with pytest.raises(BackendError) as caught:
+        gateway.send(PHONE, "Your radiusd code is 123456")
+    assert caught.value.backend == "sms"
+    assert "123456" not in str(caught.value)
+
+
+# -- http gateway ----------------------------------------------------------------------------------
+
+def test_http_gateway_posts_escaped_json_with_configured_headers(provider, monkeypatch):
+    monkeypatch.setenv("RADIUSD_TEST_SMS_TOKEN", "Bearer t0ken")
+    settings = http_settings(provider.url + "/v1/send?to={phone}",
+                             headers={"Authorization": {"env": "RADIUSD_TEST_SMS_TOKEN"}, "X-Api-Key": "k-1"})
+    gateway = make_gateway(settings)
+    assert isinstance(gateway, HttpGateway)
+    gateway.send(PHONE, MESSAGE)
+    [request] = provider.requests
+    assert request["method"] == "POST"
+    url = urlparse(request["path"])
+    assert url.path == "/v1/send"
+    assert parse_qs(url.query) == {"to": [PHONE]}  # "+" is percent-encoded in the URL
+    assert "%2B90" in url.query
+    assert request["headers"]["Authorization"] == "Bearer t0ken"
+    assert request["headers"]["X-Api-Key"] == "k-1"
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert json.loads(request["body"]) == {"to": PHONE, "text": MESSAGE}
+
+
+def test_http_gateway_form_body_and_get(provider):
+    form = http_settings(provider.url + "/send", method="PUT", content_type="application/x-www-form-urlencoded",
+                         body="to={phone}&text={message}")
+    HttpGateway(form).send(PHONE, "a&b=c d")
+    get = http_settings(provider.url + "/send?to={phone}&text={message}", method="GET")
+    HttpGateway(get).send(PHONE, "a&b=c d")
+    put, got = provider.requests
+    assert put["method"] == "PUT"
+    assert parse_qs(put["body"].decode()) == {"to": [PHONE], "text": ["a&b=c d"]}
+    assert got["method"] == "GET" and got["body"] == b""
+    assert parse_qs(urlparse(got["path"]).query) == {"to": [PHONE], "text": ["a&b=c d"]}
+
+
+@pytest.mark.parametrize("status", [500, 503, 400, 401, 302])
+def test_http_gateway_error_status_is_a_backend_error(provider, status):
+    provider.status = status
+    with pytest.raises(BackendError) as caught:
+        HttpGateway(http_settings(provider.url + "/send")).send(PHONE, "Your radiusd code is 654321")
+    assert caught.value.backend == "sms"
+    assert "654321" not in str(caught.value)
+    assert len(provider.requests) == 1
+
+
+def test_http_gateway_success_statuses_are_configurable(provider):
+    provider.status = 201
+    with pytest.raises(BackendError):
+        HttpGateway(http_settings(provider.url + "/send", success_statuses=[200])).send(PHONE, "code 123456")
+    HttpGateway(http_settings(provider.url + "/send", success_statuses=[201])).send(PHONE, "code 123456")
+
+
+def test_http_gateway_that_never_answers_fails_within_the_timeout(provider):
+    provider.status = None  # accepts, reads the request, never answers
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        HttpGateway(http_settings(provider.url + "/send")).send(PHONE, "Your radiusd code is 123456")
+    elapsed = time.monotonic() - started
+    assert caught.value.backend == "sms"
+    assert 0.8 <= elapsed < 3.0
+    assert len(provider.requests) == 1
+
+
+def test_http_gateway_whose_peer_accepts_and_never_reads_fails_within_the_timeout():
+    with socket.socket() as listener:  # the kernel completes the handshake; nobody ever reads
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(BackendError) as caught:
+            HttpGateway(http_settings(f"http://127.0.0.1:{port}/send")).send(PHONE, "code 123456")
+        assert time.monotonic() - started < 3.0
+    assert caught.value.backend == "sms"
+
+
+def test_http_gateway_connection_refused_is_a_backend_error():
+    port = free_port(socket.SOCK_STREAM)  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        HttpGateway(http_settings(f"http://127.0.0.1:{port}/send")).send(PHONE, "code 123456")
+    assert caught.value.backend == "sms"
+    assert time.monotonic() - started < 3.0
+
+
+# -- settings and phone numbers ---------------------------------------------------------------------
+
+def test_http_gateway_needs_a_url_and_the_message_needs_the_code():
+    with pytest.raises(ValidationError):
+        SmsSection(gateway="http")
+    with pytest.raises(ValidationError):
+        SmsSection(gateway="http", url="ftp://example.invalid/")
+    with pytest.raises(ValidationError):
+        SmsSection(message="no code here")
+    with pytest.raises(ValidationError):
+        SmsSection(gateway="http", url="http://127.0.0.1/", timeout_seconds=0)
+
+
+def test_header_secrets_are_not_shown_in_the_settings_repr():
+    settings = http_settings("http://127.0.0.1/send", headers={"Authorization": "Bearer very-secret"})
+    assert "very-secret" not in repr(settings)
+    assert "very-secret" not in str(settings)
+
+
+@pytest.mark.parametrize("given,stored", [
+    ("05554443322", "+905554443322"),
+    ("+905554443322", "+905554443322"),
+    ("0555 444 33 22", "+905554443322"),
+    ("00905554443322", "+905554443322"),
+    ("+1 (415) 555-0100", "+14155550100"),
+    ("", ""),
+])
+def test_phone_numbers_are_stored_as_e164(given, stored):
+    assert normalise_phone(given) == stored
+
+
+@pytest.mark.parametrize("given", ["5554443322", "0555444332", "055544433221", "+0555444332", "phone", "+90 555 x"])
+def test_phone_numbers_that_are_not_e164_or_turkish_national_are_refused(given):
+    with pytest.raises(ValueError):
+        normalise_phone(given)
+
+
+# -- the per-user send limit under concurrency (sms_otp plugin) --------------------------------------
+
+def test_concurrent_logins_cannot_exceed_the_per_user_send_limit(database_url, tmp_path):
+    """Eight threads pass the password at once for one SMS user; with ``max_per_window = 2``
+    exactly two messages are sent, on SQLite and on PostgreSQL."""
+    spool = tmp_path / "sms.spool"
+    config = Config.model_validate({"sms": {"spool_path": str(spool), "max_per_window": 2}})
+    database = Database(database_url, pool_size=8)
+    try:
+        migrate.upgrade(database)
+        UserService(database, PasswordHasher(SecuritySection()), RadiusDictionary()).create(
+            "bob", {"phone": "05554443322"})
+        context = SimpleNamespace(config=config, database=database, seed_key=SeedKey(os.urandom(32)),
+                                  challenges=ChallengeStore(database, time.time, Metrics()))
+        plugin = Plugin(context)
+        user = find_user(database, "bob")
+        request = SimpleNamespace(mfa_mode="challenge", nas="nas1")
+        barrier = threading.Barrier(8)
+        results, errors = [], []
+
+        def login():
+            try:
+                barrier.wait(timeout=10)
+                results.append(plugin.radiusd_second_factor(request=request, user=user, factor="sms", otp=None))
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=login) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors, errors
+        assert sum(isinstance(result, Challenge) for result in results) == 2
+        assert [result.reason for result in results if isinstance(result, Reject)] == [Reason.SMS_RATE_LIMITED] * 6
+        assert len(spool.read_text().splitlines()) == 2
+
+        # a message the gateway could not send does not use up the allowance
+        UserService(database, PasswordHasher(SecuritySection()), RadiusDictionary()).create(
+            "carol", {"phone": "+905554443300"})
+        carol = find_user(database, "carol")
+        broken = Plugin(SimpleNamespace(**{**vars(context), "config": Config.model_validate(
+            {"sms": {"spool_path": str(tmp_path / "no-such-dir" / "sms.spool"), "max_per_window": 2}})}))
+        for _ in range(3):
+            with pytest.raises(BackendError):
+                broken.radiusd_second_factor(request=request, user=carol, factor="sms", otp=None)
+        assert isinstance(plugin.radiusd_second_factor(request=request, user=carol, factor="sms", otp=None), Challenge)
+    finally:
+        database.dispose()
