@@ -55,3 +55,14 @@ class Metrics:
             "radiusd_admin_http_requests", "Admin API requests", ["method", "route", "status"], registry=r)
         self.build_info = Gauge("radiusd_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
+        self._children: dict = {}
+
+    def child(self, metric, *values):
+        """``metric.labels(*values)``, cached: prometheus-client's labels() costs ~1.6 µs a
+        call, which the per-packet path pays several times otherwise."""
+        key = (metric, values)
+        try:
+            return self._children[key]
+        except KeyError:
+            child = self._children[key] = metric.labels(*values)
+            return child

@@ -14,6 +14,7 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 
 from pyrad import tools
 
@@ -118,8 +119,16 @@ def parse_frame(data: bytes) -> Frame:
     return Frame(code, identifier, raw[4:20], tuple(attributes), raw, ma_at)
 
 
+@lru_cache(maxsize=4096)
+def _hmac_key_state(secret: bytes):
+    return hmac.new(secret, digestmod=hashlib.md5)
+
+
 def _hmac_md5(secret: bytes, data: bytes) -> bytes:
-    return hmac.new(secret, data, hashlib.md5).digest()
+    """HMAC-MD5 from a per-secret keyed state, copied: half the cost of hmac.new per packet."""
+    mac = _hmac_key_state(secret).copy()
+    mac.update(data)
+    return mac.digest()
 
 
 def message_authenticator_valid(frame: Frame, secret: bytes, authenticator: bytes | None = None) -> bool:

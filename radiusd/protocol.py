@@ -81,10 +81,10 @@ class AuthProtocol(DatagramProtocol):
         try:
             self._receive(data, addr)
         except Dropped as drop:
-            self.metrics.dropped_packets.labels(reason=drop.reason).inc()
+            self.metrics.child(self.metrics.dropped_packets, drop.reason).inc()
         except Exception:  # the transport never raises: anything unexpected is a drop
             log.failure("unexpected error handling a datagram")
-            self.metrics.dropped_packets.labels(reason="malformed").inc()
+            self.metrics.child(self.metrics.dropped_packets, "malformed").inc()
 
     def _receive(self, data: bytes, addr) -> None:
         received_at = self.clock.seconds()
@@ -104,7 +104,7 @@ class AuthProtocol(DatagramProtocol):
         if cached is IN_PROGRESS:
             raise Dropped("duplicate_in_progress")
         if cached is not None:
-            self.metrics.duplicate_requests.labels(client=nas.name).inc()
+            self.metrics.child(self.metrics.duplicate_requests, nas.name).inc()
             self.transport.write(cached, addr)
             return
         if frame.code == Code.STATUS_SERVER:
@@ -117,7 +117,7 @@ class AuthProtocol(DatagramProtocol):
                                             time.time())
         except Exception:
             raise Dropped("malformed") from None
-        self.metrics.access_requests.labels(client=nas.name).inc()
+        self.metrics.child(self.metrics.access_requests, nas.name).inc()
         self._process(request, frame, nas, key, addr, received_at)
 
     def _check_message_authenticator(self, frame: Frame, nas: Nas) -> None:
@@ -133,7 +133,7 @@ class AuthProtocol(DatagramProtocol):
     def _answer_status_server(self, frame: Frame, nas: Nas, key, addr) -> None:
         if not self.ready():
             raise Dropped("backend_error")
-        self.metrics.status_server_requests.labels(client=nas.name).inc()
+        self.metrics.child(self.metrics.status_server_requests, nas.name).inc()
         reply = encode_response(Code.ACCESS_ACCEPT, frame, nas.secret)
         self.dedupe.complete(key, reply)
         self.transport.write(reply, addr)
@@ -154,11 +154,11 @@ class AuthProtocol(DatagramProtocol):
 
     def _reply(self, outcome: Outcome, frame: Frame, nas: Nas, key, addr, received_at: float):
         decision = outcome.decision
-        self.metrics.auth_decisions.labels(reason=str(decision.reason)).inc()
+        self.metrics.child(self.metrics.auth_decisions, str(decision.reason)).inc()
         if isinstance(decision, BackendFailure):
-            self.metrics.backend_errors.labels(backend=decision.backend).inc()
+            self.metrics.child(self.metrics.backend_errors, decision.backend).inc()
             if self.settings.on_backend_error == "drop":
-                self.metrics.dropped_packets.labels(reason="backend_error").inc()
+                self.metrics.child(self.metrics.dropped_packets, "backend_error").inc()
                 self.dedupe.forget(key)
                 return None
         code = REPLY_CODES.get(type(decision), Code.ACCESS_REJECT)
@@ -175,12 +175,12 @@ class AuthProtocol(DatagramProtocol):
         self.dedupe.complete(key, reply)
         self.transport.write(reply, addr)
         label = CODE_LABELS[code]
-        self.metrics.access_responses.labels(client=nas.name, code=label).inc()
-        self.metrics.request_duration.labels(code=label).observe(max(0.0, self.clock.seconds() - received_at))
+        self.metrics.child(self.metrics.access_responses, nas.name, label).inc()
+        self.metrics.child(self.metrics.request_duration, label).observe(max(0.0, self.clock.seconds() - received_at))
 
     def _reply_failed(self, failure, key) -> None:
         log.failure("could not send a reply", failure=failure)
-        self.metrics.dropped_packets.labels(reason="backend_error").inc()
+        self.metrics.child(self.metrics.dropped_packets, "backend_error").inc()
         self.dedupe.forget(key)
 
     def _finished(self, result, done: Deferred):
