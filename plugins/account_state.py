@@ -38,7 +38,8 @@ class Plugin:
         if user is None:
             return
         if isinstance(decision, Accept):
-            self.blocks.clear_failures(user.id)
+            if user.failed_attempts:  # most logins have nothing to clear: skip the write
+                self.blocks.clear_failures(user.id)
         elif isinstance(decision, Reject) and decision.reason in COUNTED_FAILURES:
             if self.blocks.record_failure(user.id, user.username):
                 self.metrics.lockouts.inc()

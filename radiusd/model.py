@@ -21,6 +21,7 @@ class User:
     source: str = "local"
     blocked_until: datetime | None = None
     block_permanent: bool = False
+    failed_attempts: int = 0
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now

@@ -152,6 +152,7 @@ def user_from_row(row) -> User:
         phone=row.phone,
         source=row.source,
         blocked_until=row.blocked_until,
+        failed_attempts=row.failed_attempts,
         block_permanent=row.block_permanent,
     )
 
