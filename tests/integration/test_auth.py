@@ -19,7 +19,7 @@ import pytest
 from pyrad import packet as pyrad_packet
 
 from tests.conftest import PG_ADMIN_URL
-from tests.support import DICTIONARY, SECRET, RadiusClient, ServerProcess, admin, write_config
+from tests.support import DICTIONARY, RadiusClient, SECRET, ServerProcess, add_users, admin, wait_for, write_config
 
 PASSWORD = "correct-horse-battery"
 ACCEPT, REJECT = pyrad_packet.AccessAccept, pyrad_packet.AccessReject
@@ -27,14 +27,6 @@ ACCEPT, REJECT = pyrad_packet.AccessAccept, pyrad_packet.AccessReject
 
 # -- helpers -----------------------------------------------------------------------------------
 
-def add_users(config, users: dict[str, list[str]], password: str = PASSWORD) -> None:
-    """``radiusd-admin user add NAME --password-stdin FLAGS...`` for each user, concurrently."""
-    def add(item):
-        name, flags = item
-        admin(config, "user", "add", name, "--password-stdin", *flags, stdin=password + "\n")
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(add, users.items()))
 
 
 def iso(moment: datetime) -> str:
@@ -80,13 +72,6 @@ def auth_audit_rows(database: str, username: str) -> int:
                             (username,)).fetchone()[0]
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def readyz_status(server: ServerProcess) -> int:
@@ -110,7 +95,7 @@ def running_server(directory, users: dict[str, list[str]], *, sections=None, the
     try:
         with ThreadPoolExecutor(max_workers=1) as starter:
             started = starter.submit(process.start)
-            add_users(config, users)
+            add_users(config, users, PASSWORD)
             for command in then:  # radiusd-admin commands to run once the users exist
                 admin(config, *command)
             started.result()
@@ -388,7 +373,7 @@ def test_database_outage_drops_requests_and_status_server(make_server, radius_cl
     import psycopg
 
     server = make_server(postgres_url)
-    add_users(server.config_path, {"alice": []})
+    add_users(server.config_path, {"alice": []}, PASSWORD)
     client = radius_client(server.auth_port)
     assert exchange(client, client.access_request("alice", PASSWORD))[1].code == ACCEPT
 
@@ -414,7 +399,7 @@ def test_database_outage_drops_requests_and_status_server(make_server, radius_cl
 
 def test_database_failure_gets_a_reject_when_configured(make_server, radius_client):
     server = make_server(sections={"server": {"on_backend_error": "reject"}})
-    add_users(server.config_path, {"alice": []})
+    add_users(server.config_path, {"alice": []}, PASSWORD)
     client = radius_client(server.auth_port)
     assert exchange(client, client.access_request("alice", PASSWORD))[1].code == ACCEPT
 

@@ -28,7 +28,7 @@ from radiusd.dictionary import RadiusDictionary
 from radiusd.services.blocks import BlockService
 from radiusd.services.otp import OtpService
 from radiusd.services.users import UserService
-from tests.support import RadiusClient, ServerProcess, admin, write_config
+from tests.support import RadiusClient, ServerProcess, admin, wait_for, write_config
 
 PASSWORD = "correct-horse-battery"
 WRONG = "wrong-horse-battery"
@@ -86,13 +86,6 @@ def delta(server: ServerProcess, before: dict[str, float]) -> dict[str, float]:
     return {key: after[key] - before[key] for key in before}
 
 
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def one_line_error(result) -> str:

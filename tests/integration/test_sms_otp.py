@@ -31,7 +31,7 @@ from tests.integration.test_totp import (
     settle,
     start_all,
 )
-from tests.support import SECRET, ServerProcess, admin, write_config
+from tests.support import SECRET, ServerProcess, admin, wait_for, write_config
 from tests.unit.test_sms import Provider
 
 CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
@@ -263,13 +263,6 @@ def backend_errors(server: ServerProcess) -> float:
     return server.metric("radiusd_backend_errors_total", backend="sms")
 
 
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_http_provider_error_fails_closed_with_a_drop(servers, radius_client):

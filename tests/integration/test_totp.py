@@ -24,7 +24,7 @@ import pyotp
 import pytest
 from pyrad import packet as pyrad_packet
 
-from tests.support import SECRET, RadiusClient, ServerProcess, admin, write_config
+from tests.support import RadiusClient, SECRET, ServerProcess, add_users, admin, write_config
 
 PASSWORD = "correct-horse-battery"
 ACCEPT, REJECT, CHALLENGE = pyrad_packet.AccessAccept, pyrad_packet.AccessReject, pyrad_packet.AccessChallenge
@@ -40,14 +40,6 @@ def settle(margin: float = 3.0) -> None:
         time.sleep(left + 0.05)
 
 
-def add_users(config, users: dict[str, list[str]], password: str = PASSWORD) -> None:
-    """``radiusd-admin user add NAME --password-stdin FLAGS...`` for each user, concurrently."""
-    def add(item):
-        name, flags = item
-        admin(config, "user", "add", name, "--password-stdin", *flags, stdin=password + "\n")
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(add, users.items()))
 
 
 def app_of(otpauth_uri: str) -> pyotp.TOTP:
@@ -215,7 +207,7 @@ def servers(tmp_path_factory):
     lenient_config = write_config(lenient_dir, url, sections={
         "mfa": {"required": False, "totp_window": 1, "challenge_ttl_seconds": 1}, "lockout": lockout})
     admin(strict_config, "db", "upgrade")
-    add_users(strict_config, {"flow": [], "pending": []})  # these two through the CLI end to end
+    add_users(strict_config, {"flow": [], "pending": []}, PASSWORD)  # these two through the CLI end to end
     result = Servers()
     result.database = str(strict_dir / "radiusd.db")
     provisioner = Provisioner(strict_config)
