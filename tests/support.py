@@ -227,7 +227,8 @@ class RadiusClient:
         data = self.sock.recv(4096)
         reply = request.CreateReply(packet=data)
         assert request.VerifyReply(reply, data), "Response Authenticator does not verify"
-        assert reply.verify_message_authenticator(original_authenticator=request.authenticator), \
+        assert reply.verify_message_authenticator(original_authenticator=request.authenticator,
+                                                  original_code=request.code), \
             "Message-Authenticator does not verify"
         assert data[20] == 80, "Message-Authenticator is not the first attribute"
         return reply
@@ -247,3 +248,25 @@ class RadiusClient:
         finally:
             self.sock.settimeout(5.0)
         raise AssertionError(f"expected no reply, got {len(data)} bytes (code {data[0]})")
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def add_users(config: Path, users: dict[str, list[str]], password: str) -> None:
+    """``radiusd-admin user add NAME --password-stdin FLAGS...`` for each user, concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def add(item):
+        name, flags = item
+        admin(config, "user", "add", name, "--password-stdin", *flags, stdin=password + "\n")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(add, users.items()))
