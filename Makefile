@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/import_bench.py $(IMPORT_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var *.egg-info

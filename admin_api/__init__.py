@@ -34,8 +34,10 @@ def api_resource(runtime, reactor, pools: dict, nas_changed: Callable[[], None] 
     ``nas_changed`` is called on the reactor after the API changed a NAS."""
     handlers = Handlers(runtime, openapi=json.dumps(openapi_document()).encode(),
                         nas_changed=lambda: reactor.callFromThread(nas_changed))
+    if hasattr(reactor, "addSystemEventTrigger"):  # an import job in progress stops, having written nothing
+        reactor.addSystemEventTrigger("before", "shutdown", handlers.import_jobs.stop_all)
     return ApiResource(Router(build_routes(handlers)), reactor=reactor, pools=pools,
-                       authenticate=lambda token: handlers.api_clients().authenticate(token), metrics=runtime.metrics)
+                       authenticate=handlers.principal, metrics=runtime.metrics)
 
 
 def admin_site(runtime, reactor, pools: dict, nas_changed: Callable[[], None] = lambda: None) -> ApiSite:

@@ -9,32 +9,42 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import math
+from datetime import datetime, timezone
 from typing import Callable
 from urllib.parse import quote
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from radiusd.decisions import Accept, BackendFailure, Challenge, Reason
+from radiusd.decisions import Accept, BackendFailure, Challenge, PushPending, Reason
 from radiusd.errors import to_decision
 from radiusd.packets import AuthRequest
-from radiusd.services import Invalid
+from radiusd.services import Conflict, Invalid, NotFound
 from radiusd.services.api_clients import ApiClientService
 from radiusd.services.audit import list_events
 from radiusd.services.blocks import BlockService
+from radiusd.services.devices import DEVICE_TOKEN_PREFIX, ActivationRefused, DeviceService
 from radiusd.services.nas import NasService, list_key
 from radiusd.services.otp import OtpService
-from radiusd.services.users import UserService
+from radiusd.services.sessions import SessionService
+from radiusd.services.push import PushService, WebhookNotifier
+from radiusd.services.users import UserService, find_user
 
 from . import models
+from .bulk_handlers import BulkHandlers, bulk_routes
 from .oauth import TokenBucket, TokenEndpoint
 from .problems import Problem
-from .routing import ADMIN, AGENT, PUBLIC, USER, Call, Reply, Route
+from .routing import ADMIN, AGENT, DEVICE, PUBLIC, USER, Call, Poll, Reply, Route
 
 log = Logger(namespace="radiusd.admin_api")
 PREFIX = "/api/v1"
 AUTH_NAS_PREFIX = "api:"
+ACTIVATIONS_PER_CODE_PER_MINUTE = 5  # with failure counting, a code cannot be guessed at
+HELD_PUSH_POLL_SECONDS = 0.25  # POST /auth waiting for the user's phone
+DEVICE_POLL_SECONDS = 0.5  # GET /mobile/push?wait=N looking for a new request
 
 
 # -- pagination ----------------------------------------------------------------------------------
@@ -66,7 +76,7 @@ def page(rows: list[dict], limit: int, key: Callable[[dict], object]) -> dict:
 
 # -- the handlers ----------------------------------------------------------------------------------
 
-class Handlers:
+class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_handlers.py
     def __init__(self, runtime, *, openapi: bytes, nas_changed: Callable[[], None]):
         self.runtime = runtime
         self.config = runtime.config
@@ -75,13 +85,22 @@ class Handlers:
         self.openapi_document = openapi
         self.nas_changed = nas_changed
         self.token = TokenEndpoint(self.api_clients, TokenBucket(self.config.api.token_requests_per_minute))
+        self.activations_by_address = TokenBucket(self.config.api.activation_requests_per_minute)
+        self.activations_by_code = TokenBucket(ACTIVATIONS_PER_CODE_PER_MINUTE)
+        self.webhook = WebhookNotifier(self.config.push)
 
     # services, with the API client as the audit actor
     def users(self, call: Call) -> UserService:
-        return UserService(self.runtime.database, self.runtime.hasher, self.runtime.dictionary, actor=call.actor)
+        return UserService(self.runtime.database, self.runtime.hasher, self.runtime.dictionary, actor=call.actor,
+                           sessions=self.sessions(call.actor))
 
     def blocks(self, actor: str) -> BlockService:
-        return BlockService(self.runtime.database, self.config.lockout, self.clock, actor=actor)
+        return BlockService(self.runtime.database, self.config.lockout, self.clock, actor=actor,
+                            sessions=self.sessions(actor))
+
+    def sessions(self, actor: str) -> SessionService:
+        """The server's sessions service (its Disconnect client attached), acting as ``actor``."""
+        return self.runtime.sessions.for_actor(actor)
 
     def otp(self, call: Call) -> OtpService:
         return OtpService(self.runtime.database, self.runtime.seed_key, self.config.mfa, self.clock, actor=call.actor)
@@ -93,6 +112,21 @@ class Handlers:
     def api_clients(self, actor: str = "oauth") -> ApiClientService:
         return ApiClientService(self.runtime.database, self.runtime.seed_key, self.clock,
                                 self.config.api.token_ttl_seconds, actor=actor)
+
+    def devices(self, actor: str = "api") -> DeviceService:
+        return DeviceService(self.runtime.database, self.runtime.seed_key, self.config.mfa, self.clock, actor=actor)
+
+    def pushes(self, actor: str) -> PushService:
+        return PushService(self.runtime.database, self.clock, ttl_seconds=self.config.mfa.push_timeout_seconds,
+                           metrics=self.metrics, notifier=self.webhook, actor=actor)
+
+    def principal(self, token: str):
+        """Who a Bearer token speaks for: an authenticator app's device, or an API client."""
+        if token.startswith(DEVICE_TOKEN_PREFIX):
+            device = self.devices().authenticate(token)
+            if device is not None:
+                return device
+        return self.api_clients().authenticate(token)
 
     def reject_delay(self) -> float:
         return self.config.server.reject_delay_seconds
@@ -150,6 +184,17 @@ class Handlers:
     def unblock_user(self, call: Call) -> Reply:
         self.blocks(call.actor).unblock(call.params["username"])
         return Reply.empty()
+
+    def list_sessions(self, call: Call) -> Reply:
+        limit = call.query.limit
+        rows = self.sessions(call.actor).list_open(call.params["username"], after=decode_cursor(call.query.cursor, int),
+                                                   limit=limit + 1)
+        document = page(rows, limit, lambda row: row[0])
+        return Reply.json({**document, "items": [view for _, view in document["items"]]})
+
+    def terminate_sessions(self, call: Call) -> Reply:
+        """Disconnect-Request for every open session; answers once each NAS answered or timed out."""
+        return Reply.json({"items": self.sessions(call.actor).terminate_user(call.params["username"], "admin")})
 
     # -- blocks and lockout settings -------------------------------------------------------------------
 
@@ -273,6 +318,18 @@ class Handlers:
             decision = self.runtime.pipeline.run(request)
         except Exception:
             decision = to_decision(Failure())
+        if isinstance(decision, PushPending):  # the user's phone decides; no thread waits for it
+            return Poll(lambda: self.resumed_auth(request, decision), HELD_PUSH_POLL_SECONDS)
+        return self.auth_reply(decision)
+
+    def resumed_auth(self, request: AuthRequest, pending: PushPending) -> Reply | None:
+        try:
+            decision = self.runtime.pipeline.resume(request, pending)
+        except Exception:
+            decision = to_decision(Failure())
+        return None if decision is None else self.auth_reply(decision)
+
+    def auth_reply(self, decision) -> Reply:
         self.metrics.auth_decisions.labels(reason=str(decision.reason)).inc()
         if isinstance(decision, BackendFailure):
             self.metrics.backend_errors.labels(backend=decision.backend).inc()
@@ -295,6 +352,77 @@ class Handlers:
             self.metrics.lockouts.inc()
         return Reply.json({"valid": result.valid}, hold_seconds=0.0 if result.valid else self.reject_delay())
 
+    def start_push(self, call: Call) -> Reply:
+        """``POST /push``: ask the user's authenticator app to approve (user applications)."""
+        body: models.PushStart = call.body
+        user = find_user(self.runtime.database, body.username)
+        if user is None:
+            raise NotFound("user", body.username)
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        if not user.enabled or user.is_blocked(now) or user.is_expired(now):
+            raise Conflict("username", f"{body.username} may not log in now")
+        device = self.devices().device_of(user.id)
+        if device is None:
+            raise Conflict("username", f"{body.username} has no activated authenticator app")
+        created = self.pushes(call.actor).create(user.id, user.username, device_row=device, nas=call.actor,
+                                                 description=body.description,
+                                                 requested_by=call.principal.client_id)
+        return Reply.json(created, 201, headers=(("Location", f"{PREFIX}/push/{created['push_id']}"),))
+
+    def show_push(self, call: Call) -> Reply:
+        return Reply.json(self.pushes(call.actor).show(call.params["push_id"], requested_by=call.principal.client_id))
+
+    # -- the authenticator app (device routes) -------------------------------------------------------------------
+
+    def mobile_activate(self, call: Call) -> Reply:
+        """``POST /mobile/activate`` (no token): rate-limited per source address and per code."""
+        body: models.MobileActivate = call.body
+        limit(self.activations_by_address, call.raw.peer[0], "from this address")
+        limit(self.activations_by_code, hashlib.sha256(body.activation_code.encode()).hexdigest(),
+              "with this activation code")
+        try:
+            activated = self.devices("mobile").activate(body.activation_code, body.otp, device_name=body.device_name,
+                                                        platform=body.platform, blocks=self.blocks("lockout"))
+        except ActivationRefused as refused:
+            if refused.locked:
+                self.metrics.lockouts.inc()
+            raise Problem(403, refused.code, refused.detail) from None
+        return Reply.json(activated, 201)
+
+    def mobile_config(self, call: Call) -> Reply:
+        return Reply.json(self.devices(call.actor).config(call.principal))
+
+    def mobile_config_ack(self, call: Call) -> Reply:
+        return Reply.json(self.devices(call.actor).acknowledge(call.principal, call.body.version))
+
+    def mobile_pushes(self, call: Call) -> Reply | Poll:
+        """``GET /mobile/push?wait=N``: the user's pending requests; with none and ``wait``,
+        a long poll (the database is read every half second from the API pool)."""
+        pushes, user_id = self.pushes(call.actor), call.principal.user_id
+        found = pushes.pending_for(user_id)
+        if found or not call.query.wait:
+            return Reply.json({"items": found})
+
+        def attempt() -> Reply | None:
+            items = pushes.pending_for(user_id)
+            return Reply.json({"items": items}) if items else None
+
+        return Poll(attempt, DEVICE_POLL_SECONDS, within=call.query.wait, expired=Reply.json({"items": []}))
+
+    def mobile_decide(self, call: Call) -> Reply:
+        decided = self.pushes(call.actor).decide(call.params["push_id"], user_id=call.principal.user_id,
+                                                 approve=call.body.decision == "approve")
+        return Reply.json(decided)
+
+
+def limit(bucket: TokenBucket, key: str, what: str) -> None:
+    """429 with Retry-After when ``bucket`` has no token left for ``key``."""
+    wait = bucket.take(key)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise Problem(429, "rate_limited", f"too many attempts {what}; retry in {seconds} s",
+                      headers=(("Retry-After", str(seconds)),))
+
 
 def build_routes(handlers: Handlers) -> list[Route]:
     """The whole API: method, template, handler, who may call it, what it reads."""
@@ -305,6 +433,7 @@ def build_routes(handlers: Handlers) -> list[Route]:
         Route("GET", f"{p}/openapi.json", h.openapi, PUBLIC),
         Route("GET", f"{p}/users", h.list_users, ADMIN, query=m.UserQuery),
         Route("POST", f"{p}/users", h.create_user, ADMIN, body=m.UserCreate),
+        *bulk_routes(h, f"{p}/users"),
         Route("GET", user, h.show_user, ADMIN),
         Route("PATCH", user, h.update_user, ADMIN, body=m.UserUpdate),
         Route("DELETE", user, h.delete_user, ADMIN),
@@ -313,6 +442,8 @@ def build_routes(handlers: Handlers) -> list[Route]:
         Route("POST", f"{user}/disable", h.disable_user, ADMIN),
         Route("POST", f"{user}/block", h.block_user, ADMIN, body=m.BlockRequest),
         Route("DELETE", f"{user}/block", h.unblock_user, ADMIN),
+        Route("GET", f"{user}/sessions", h.list_sessions, ADMIN, query=m.Page),
+        Route("DELETE", f"{user}/sessions", h.terminate_sessions, ADMIN),
         Route("GET", f"{p}/blocked", h.list_blocked, ADMIN, query=m.Page),
         Route("DELETE", f"{p}/blocked/{{username}}", h.unblock_user, ADMIN),
         Route("GET", f"{p}/settings/lockout", h.show_lockout, ADMIN),
@@ -337,4 +468,11 @@ def build_routes(handlers: Handlers) -> list[Route]:
         Route("POST", f"{p}/auth", h.authenticate, AGENT, body=m.AuthCheck, pool="auth",
               timeout_seconds=handlers.config.server.plugin_timeout_seconds),
         Route("POST", f"{p}/otp/verify", h.verify_otp, USER, body=m.OtpCheck),
+        Route("POST", f"{p}/push", h.start_push, USER, body=m.PushStart),
+        Route("GET", f"{p}/push/{{push_id}}", h.show_push, USER),
+        Route("POST", f"{p}/mobile/activate", h.mobile_activate, PUBLIC, body=m.MobileActivate),
+        Route("GET", f"{p}/mobile/config", h.mobile_config, DEVICE),
+        Route("POST", f"{p}/mobile/config/ack", h.mobile_config_ack, DEVICE, body=m.ConfigAck),
+        Route("GET", f"{p}/mobile/push", h.mobile_pushes, DEVICE, query=m.PushWait),
+        Route("POST", f"{p}/mobile/push/{{push_id}}", h.mobile_decide, DEVICE, body=m.PushDecision),
     ]

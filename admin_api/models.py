@@ -79,6 +79,32 @@ class PasswordChange(Body):
     password_confirmation: Password
 
 
+# -- bulk operations on users -----------------------------------------------------------------------
+
+MAX_BULK_USERS = 1000
+Username = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class ImportQuery(Query):
+    """``POST /users/import``: the body is the CSV file (text/csv)."""
+
+    dry_run: bool = True
+    on_conflict: Literal["fail", "skip", "update"] = "fail"
+
+
+class BulkPasswordReset(Body):
+    """Either ``usernames`` or a filter (``status`` and/or ``q``, as ``GET /users``)."""
+
+    usernames: list[Username] | None = Field(None, min_length=1, max_length=MAX_BULK_USERS)
+    status: Literal["active", "disabled", "expired", "blocked"] | None = None
+    q: str | None = Field(None, min_length=1, max_length=128)
+
+
+class BulkExpiration(Body):
+    usernames: list[Username] = Field(min_length=1, max_length=MAX_BULK_USERS)
+    expires_at: datetime | None  # required; null: never expires
+
+
 class BlockRequest(Body):
     duration_seconds: int | None = None
     permanent: bool = False
@@ -152,3 +178,31 @@ class AuthCheck(Body):
 class OtpCheck(Body):
     username: str = Field(min_length=1, max_length=253)
     otp: str  # any text: a malformed code is answered {"valid": false}
+
+
+# -- the authenticator app and push approval -----------------------------------------------------------
+
+class PushStart(Body):
+    """``POST /push``: a user application asks the user's authenticator app to approve."""
+
+    username: str = Field(min_length=1, max_length=64)
+    description: str = Field("", max_length=128)  # shown on the device, e.g. "Sign-in to the intranet"
+
+
+class MobileActivate(Body):
+    activation_code: str = Field(min_length=1, max_length=64)
+    otp: str = Field(max_length=16)
+    device_name: str = Field(min_length=1, max_length=64)
+    platform: str = Field(min_length=1, max_length=32)
+
+
+class ConfigAck(Body):
+    version: int = Field(ge=1)
+
+
+class PushDecision(Body):
+    decision: Literal["approve", "deny"]
+
+
+class PushWait(Query):
+    wait: int = Field(0, ge=0, le=30)

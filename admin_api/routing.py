@@ -10,13 +10,14 @@ a frozen ``Reply`` with the body already encoded. Every reply is counted in
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from http import HTTPStatus
 from typing import Callable
 from urllib.parse import parse_qsl, unquote
 
 from pydantic import BaseModel, ValidationError
+from twisted.internet.defer import CancelledError
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -24,11 +25,13 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from radiusd.errors import backend_of
+from radiusd.polling import poll
 from radiusd.services import ServiceError, first_error
 from radiusd.services.api_clients import ApiPrincipal
 
 from .problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from .problems import Problem, from_service_error, insufficient_scope, invalid_token, missing_token
+from .streaming import ChunkProducer, Stream
 
 log = Logger(namespace="radiusd.admin_api")
 
@@ -41,6 +44,7 @@ PUBLIC: frozenset[str] = frozenset()
 ADMIN = frozenset({"admin"})
 AGENT = frozenset({"agent"})
 USER = frozenset({"user"})
+DEVICE = frozenset({"device"})  # authenticator apps, with the device token of /mobile/activate
 
 
 def _json_default(value):
@@ -78,6 +82,19 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class Poll:
+    """A handler's "not yet" (long polls, a held push): ``attempt`` runs again in the route's
+    pool every ``interval`` seconds, on reactor timers, until it returns a Reply; after
+    ``within`` seconds (None: no limit) ``expired`` is answered. No thread waits in between."""
+
+    attempt: Callable[[], "Reply | None"]
+    interval: float
+    within: float | None = None
+    expired: "Reply | None" = None
+    client: str = ""
+
+
+@dataclass(frozen=True)
 class Route:
     """One operation: method, path template, handler and the API client types it admits
     (empty: no token needed). ``body``/``query`` are the pydantic models the request is
@@ -92,6 +109,8 @@ class Route:
     pool: str = "api"
     timeout_seconds: float | None = None
     raw: bool = False  # the handler reads query and body itself (the form-encoded token request)
+    media_type: str = JSON_CONTENT_TYPE  # another one (text/csv): the handler reads call.raw.body
+    max_body_bytes: int = MAX_BODY_BYTES
     segments: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
@@ -192,16 +211,31 @@ class Router:
             raise problem
         return max(serving, key=lambda item: item[0].literal_segments)
 
+    def body_limit(self, path: bytes) -> int:
+        """The largest body any route of this path takes (``MAX_BODY_BYTES`` unless a route,
+        such as the CSV import, says more); read before the method and body are known."""
+        try:
+            segments = path_segments(path.split(b"?", 1)[0])
+        except Problem:
+            return MAX_BODY_BYTES
+        return max((route.max_body_bytes for route in self.routes if route.match(segments) is not None),
+                   default=MAX_BODY_BYTES)
+
 
 class ApiRequest(server.Request):
-    """A request whose body is kept only up to ``MAX_BODY_BYTES``; past that it is discarded
-    as it arrives and the request is answered 413. Form bodies are not parsed by twisted."""
+    """A request whose body is kept only up to its route's limit (``MAX_BODY_BYTES`` for
+    JSON); past that it is discarded as it arrives and the request is answered 413. Form
+    bodies are not parsed by twisted."""
 
     _parsePOSTFormSubmission = False
     body_too_large = False
+    body_limit = MAX_BODY_BYTES
 
     def gotLength(self, length):
-        if length is not None and length > MAX_BODY_BYTES:
+        site_limit = getattr(getattr(self.channel, "site", None), "body_limit", None)
+        if site_limit is not None:  # the channel knows the path before the request does
+            self.body_limit = site_limit(getattr(self.channel, "_path", b""))
+        if length is not None and length > self.body_limit:
             self.body_too_large = True
             length = 0
         super().gotLength(length)
@@ -209,7 +243,7 @@ class ApiRequest(server.Request):
     def handleContentChunk(self, data):
         if self.body_too_large:
             return
-        if self.content.tell() + len(data) > MAX_BODY_BYTES:
+        if self.content.tell() + len(data) > self.body_limit:
             self.body_too_large = True
             self.content.seek(0)
             self.content.truncate()
@@ -223,6 +257,10 @@ class ApiSite(server.Site):
 
     def log(self, request):
         """The API resource writes its own access line (route template, never the query)."""
+
+    def body_limit(self, path: bytes) -> int:
+        router = getattr(self.resource, "router", None)
+        return router.body_limit(path) if router is not None else MAX_BODY_BYTES
 
 
 def parse_query(model: type[BaseModel] | None, pairs: tuple[tuple[str, str], ...]) -> BaseModel | None:
@@ -244,8 +282,19 @@ def parse_query(model: type[BaseModel] | None, pairs: tuple[tuple[str, str], ...
         raise from_service_error(first_error(exc)) from None
 
 
-def parse_body(model: type[BaseModel] | None, raw: RawRequest) -> BaseModel | None:
-    """JSON body → validated model (strict types, unknown fields refused)."""
+TEXT_MEDIA_ALIASES = {"text/csv": frozenset({"text/csv", "application/csv", "text/plain"})}
+
+
+def parse_body(model: type[BaseModel] | None, raw: RawRequest,
+               media_type: str = JSON_CONTENT_TYPE) -> BaseModel | None:
+    """JSON body → validated model (strict types, unknown fields refused). A route of another
+    media type (text/csv) gets its body checked for presence and type, and reads it itself."""
+    if media_type != JSON_CONTENT_TYPE:
+        if not raw.body.strip():
+            raise Problem(422, "invalid", f"a {media_type} request body is required", field="body")
+        if raw.content_type not in TEXT_MEDIA_ALIASES.get(media_type, {media_type}):
+            raise Problem(415, "unsupported_media_type", f"send the request body as {media_type}")
+        return None
     if model is None:
         if raw.body.strip() not in (b"", b"{}"):
             raise Problem(422, "invalid", "this route takes no request body")
@@ -288,7 +337,7 @@ class ApiResource(Resource):
             route, params = self.router.match(method, path_segments(request.path))
             template = route.template
             if request.body_too_large:
-                raise Problem(413, "payload_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+                raise Problem(413, "payload_too_large", f"request bodies are limited to {request.body_limit} bytes")
             raw = self._copy(request, method)
         except Problem as problem:
             template = getattr(getattr(problem, "route", None), "template", template)
@@ -297,6 +346,7 @@ class ApiResource(Resource):
         done = deferToThreadPool(self.reactor, self.pools[route.pool], self.execute, route, params, raw)
         if route.timeout_seconds:
             done.addTimeout(route.timeout_seconds, self.reactor)
+        done.addCallback(self._poll, route, request)  # after the timeout, which a long poll outlives
         done.addErrback(self._crashed)
         done.addCallback(self._send, request, method, template, received)
         done.addErrback(lambda failure: log.failure("could not send an API reply", failure=failure))
@@ -314,7 +364,21 @@ class ApiResource(Resource):
         peer = (getattr(address, "host", ""), getattr(address, "port", 0))
         return RawRequest(method, pairs, headers, request.content.read(), peer)
 
+    def _poll(self, reply, route: Route, request):
+        """A Reply as is; a ``Poll`` asked again on reactor timers (stopped if the client leaves)."""
+        if not isinstance(reply, Poll):
+            return reply
+        expired, client = reply.expired, reply.client
+        deadline = None if reply.within is None else self.reactor.seconds() + reply.within
+        waiting = poll(self.reactor, self.pools[route.pool], lambda: self.guarded(reply.attempt, client),
+                       reply.interval, deadline=deadline,
+                       expired=None if expired is None else lambda: replace(expired, client=client))
+        request.notifyFinish().addErrback(lambda _: waiting.cancel())
+        return waiting
+
     def _crashed(self, failure) -> Reply:
+        if failure.check(CancelledError):  # the client went away during a long poll: never written
+            return Reply.empty(204)
         if failure.check(DeferredTimeout):
             log.error("an API request timed out")
             return Reply.problem(Problem(503, "backend_error", "the request took too long; try again"))
@@ -342,6 +406,9 @@ class ApiResource(Resource):
             request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
         if reply.content_type:
             request.setHeader(b"content-type", reply.content_type.encode())
+        if isinstance(reply, Stream):  # no length: chunked, produced in the API pool as the client reads
+            ChunkProducer(self.reactor, self.pools["api"], request, reply.chunks).start()
+            return
         if reply.status != 204:
             request.setHeader(b"content-length", str(len(reply.body)).encode())
         if reply.body:
@@ -350,13 +417,26 @@ class ApiResource(Resource):
 
     # -- worker thread -------------------------------------------------------------------------------
 
-    def execute(self, route: Route, params: dict[str, str], raw: RawRequest) -> Reply:
+    def execute(self, route: Route, params: dict[str, str], raw: RawRequest) -> Reply | Poll:
         principal = None
-        try:
+
+        def handle():
+            nonlocal principal
             principal = self.authorize(route, raw)
             call = Call(route, params, raw, principal) if route.raw else \
-                Call(route, params, raw, principal, parse_query(route.query, raw.query), parse_body(route.body, raw))
-            reply = route.handler(call)
+                Call(route, params, raw, principal, parse_query(route.query, raw.query),
+                     parse_body(route.body, raw, route.media_type))
+            return route.handler(call)
+
+        reply = self.guarded(handle)
+        if principal is not None:
+            reply = replace(reply, client=principal.client_id)
+        return reply
+
+    def guarded(self, handler: Callable[[], "Reply | Poll | None"], client: str = ""):
+        """``handler()``, with service and database errors as problem replies."""
+        try:
+            reply = handler()
         except Problem as problem:
             reply = Reply.problem(problem)
         except ServiceError as error:
@@ -366,10 +446,7 @@ class ApiResource(Resource):
                 raise
             log.error("API request failed: database error {error}", error=type(error).__name__)
             reply = Reply.problem(Problem(503, "backend_error", "the database is not available; try again"))
-        if principal is not None:
-            reply = Reply(reply.status, reply.body, reply.content_type, reply.headers, reply.hold_seconds,
-                          principal.client_id)
-        return reply
+        return replace(reply, client=client) if client and reply is not None else reply
 
     def authorize(self, route: Route, raw: RawRequest) -> ApiPrincipal | None:
         """RFC 6750: the token from the Authorization header only; then the route's scopes."""

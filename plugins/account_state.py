@@ -10,17 +10,20 @@ from radiusd.hookspecs import PluginContext, hookimpl
 from radiusd.services.blocks import BlockService
 
 NAME = "account_state"
-# What counts as a failed attempt: a wrong secret of a known user. Refusals that are not
-# guesses (disabled, expired, blocked, unsupported, policy) do not.
+# What counts as a failed attempt: a wrong secret of a known user, and a push the user denied
+# (someone else knows the password). Refusals that are not guesses (disabled, expired, blocked,
+# unsupported, policy) and unanswered pushes do not.
 COUNTED_FAILURES = frozenset({Reason.BAD_PASSWORD, Reason.NO_PASSWORD, Reason.BAD_OTP, Reason.OTP_REPLAY,
-                              Reason.BAD_STATE, Reason.CHALLENGE_EXPIRED})
+                              Reason.BAD_STATE, Reason.CHALLENGE_EXPIRED, Reason.PUSH_DENIED})
 
 
 class Plugin:
     def __init__(self, context: PluginContext):
         self.clock = context.clock
         self.metrics = context.metrics
-        self.blocks = BlockService(context.database, context.config.lockout, context.clock, actor="lockout")
+        # A lockout terminates the user's sessions (SPEC §4) through the server's sessions service.
+        self.blocks = BlockService(context.database, context.config.lockout, context.clock, actor="lockout",
+                                   sessions=context.extra.get("sessions"))
 
     @hookimpl
     def radiusd_check_account(self, request, user):

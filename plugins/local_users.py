@@ -1,4 +1,7 @@
-"""Local users: the users table, argon2id passwords, Framed-IP-Address and reply attributes."""
+"""Local users: the users table, argon2id passwords, Framed-IP-Address and reply attributes.
+
+A stored hash with other argon2 parameters, or a bcrypt hash imported from another system, is
+replaced by an argon2id hash of the same password after the first successful login."""
 
 from __future__ import annotations
 
@@ -51,7 +54,8 @@ class Plugin:
                 conn.execute(update(users).where(users.c.id == user.id).values(last_login_at=now))
 
     def _rehash(self, user, password: bytes) -> None:
-        """Upgrade the stored hash to the current parameters, unless it changed meanwhile."""
+        """Upgrade the stored hash (older argon2 parameters, or bcrypt) to argon2id with the current
+        parameters, unless it changed meanwhile."""
         with self.database.writer.begin() as conn:
             conn.execute(update(users)
                          .where(users.c.id == user.id, users.c.password_hash == user.password_hash)

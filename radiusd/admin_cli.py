@@ -8,7 +8,9 @@ JSON document.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from contextlib import contextmanager
 from datetime import date, datetime
 from functools import cached_property, wraps
 
@@ -47,7 +49,15 @@ class AdminContext:
         from radiusd.dictionary import RadiusDictionary
         from radiusd.services.users import UserService
 
-        return UserService(self.database, PasswordHasher(self.config.security), RadiusDictionary(), actor="cli")
+        return UserService(self.database, PasswordHasher(self.config.security), RadiusDictionary(), actor="cli",
+                           sessions=self.sessions)
+
+    @cached_property
+    def bulk(self):
+        from radiusd.services.bulk import BulkService
+
+        return BulkService(self.database, self.users.hasher, self.users.dictionary, actor="cli",
+                           sessions=self.sessions)
 
     @cached_property
     def otp(self):
@@ -63,7 +73,23 @@ class AdminContext:
 
         from radiusd.services.blocks import BlockService
 
-        return BlockService(self.database, self.config.lockout, time.time, actor="cli")
+        return BlockService(self.database, self.config.lockout, time.time, actor="cli", sessions=self.sessions)
+
+    @cached_property
+    def sessions(self):
+        """Sessions; Disconnect-Requests go out from here with the blocking client (no reactor)."""
+        from radiusd.disconnect import disconnect_blocking
+        from radiusd.services.sessions import SessionService
+
+        settings = self.config.accounting
+        return SessionService(self.database, settings, nas_lookup=lambda name: self.registry.by_name(name),
+                              disconnect=lambda targets: disconnect_blocking(targets, settings), actor="cli",
+                              on_error=lambda text: click.echo(f"warning: {text}", err=True))
+
+    @cached_property
+    def registry(self):
+        """The NAS list as the server builds it (file and database), built only when needed."""
+        return self.nas.registry()
 
     @cached_property
     def api_clients(self):
@@ -399,6 +425,42 @@ def user_delete(admin, username):
     admin.emit({"deleted": username})
 
 
+@user.command("bulk-password-reset")
+@click.argument("usernames", nargs=-1)
+@click.option("--status", type=click.Choice(["active", "disabled", "expired", "blocked"]),
+              help="every local user with this status")
+@click.option("--search", "q", help="every local user whose username, name or email contains this")
+@click.pass_obj
+@operation
+def user_bulk_password_reset(admin, usernames, status, q):
+    """New random passwords for the named users, or for the local users --status/--search
+    select; each is printed this once and the old passwords stop working at once."""
+    if bool(usernames) == bool(status or q):
+        raise click.UsageError("name the users, or select them with --status/--search (not both)")
+    result = admin.bulk.reset_passwords(list(usernames) or None, status=status, q=q)
+    if admin.format == "json":
+        admin.emit(result)
+        return
+    _print_table(result["items"], ["username", "password"])
+    click.echo(f"{result['count']} passwords reset; they are shown this once", err=True)
+
+
+@user.command("bulk-expire")
+@click.argument("usernames", nargs=-1, required=True)
+@click.option("--expires", required=True,
+              help="ISO-8601 date or time (UTC unless an offset is given); '' means never")
+@click.pass_obj
+@operation
+def user_bulk_expire(admin, usernames, expires):
+    """Set the expiration date of many users (all or none); with a date in the past they are
+    expired at once and their open sessions are terminated."""
+    result = admin.bulk.set_expiration(list(usernames), expires or None)
+    if admin.format == "json":
+        admin.emit(result)
+        return
+    admin.emit(result["items"], USER_COLUMNS)
+
+
 @user.command("block")
 @click.argument("username")
 @click.option("--seconds", type=click.IntRange(min=1), help="block for this many seconds")
@@ -423,6 +485,32 @@ def user_unblock(admin, username):
     admin.emit({"unblocked": username})
 
 
+SESSION_COLUMNS = ["session_id", "nas", "framed_ip_address", "calling_station_id", "nas_port", "started_at",
+                   "updated_at", "input_octets", "output_octets", "status"]
+
+
+@user.command("sessions")
+@click.argument("username")
+@click.pass_obj
+@operation
+def user_sessions(admin, username):
+    """The user's open accounting sessions."""
+    admin.emit([view for _, view in admin.sessions.list_open(username)], SESSION_COLUMNS)
+
+
+@user.command("disconnect")
+@click.argument("username")
+@click.pass_obj
+@operation
+def user_disconnect(admin, username):
+    """Terminate the user's open sessions (RFC 5176 Disconnect-Request to each NAS); exit 1
+    unless every NAS acknowledged."""
+    results = admin.sessions.terminate_user(username, "admin")
+    admin.emit(results, ["session_id", "nas", "framed_ip_address", "result", "error_cause", "status"])
+    if any(item["result"] != "ack" for item in results):
+        sys.exit(1)
+
+
 # -- settings ----------------------------------------------------------------------------------
 
 @main.group("settings")
@@ -444,6 +532,81 @@ def settings_lockout(admin, max_failures, window_seconds, block_seconds, permane
                if value is not None}
     current = admin.blocks.set_lockout_settings(changes) if changes else admin.blocks.lockout_settings()
     admin.emit(current.model_dump())
+
+
+# -- import / export ---------------------------------------------------------------------------
+
+IMPORT_ERROR_COLUMNS = ["line", "column", "message"]
+
+
+@contextmanager
+def progress_bar(total: int, label: str):
+    """A ``progress(n)`` callback drawing a bar on stderr when it is a terminal; else None."""
+    if total <= 0 or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+@main.group("import")
+def import_group():
+    """Bulk loading from files."""
+
+
+@import_group.command("users")
+@click.argument("file", type=click.File("rb"))
+@click.option("--apply", is_flag=True, help="write the file, all or nothing (without it: a dry run)")
+@click.option("--on-conflict", type=click.Choice(["fail", "skip", "update"]), default="fail", show_default=True,
+              help="an existing username is an error, is skipped, or has the file's columns updated")
+@click.pass_obj
+@operation
+def import_users(admin, file, apply, on_conflict):
+    """Import users from a CSV file (columns: see the README; `-` reads standard input).
+    Prints a report; exits 1 when the file has errors, and then nothing is written."""
+    plan = admin.bulk.plan_import(file.read(), on_conflict)
+    if apply:
+        with progress_bar(0 if plan.errors else plan.to_hash, "hashing passwords") as advance:
+            report = admin.bulk.apply_import(plan, progress=advance)
+    else:
+        report = plan.report(dry_run=True, applied=False)
+    if admin.format == "json":
+        admin.emit(report)
+    else:
+        admin.emit({key: value for key, value in report.items() if key != "errors"})
+        if report["errors"]:
+            click.echo()
+            _print_table(report["errors"], IMPORT_ERROR_COLUMNS)
+    if report["error_count"]:
+        from radiusd.services.bulk import errors_in
+
+        fail(f"{errors_in(report)} in {file.name}; nothing was imported")
+
+
+@main.group("export")
+def export_group():
+    """Bulk export to files."""
+
+
+@export_group.command("users")
+@click.option("--output", "-o", metavar="FILE",
+              help="write to FILE (created with mode 0600) instead of standard output")
+@click.pass_obj
+@operation
+def export_users(admin, output):
+    """Every user as CSV (no password or hash; formula-like cells escaped); imports as it is."""
+    exported = []
+    chunks = admin.bulk.export_csv(progress=exported.append)
+    if output is None:
+        stream = click.get_binary_stream("stdout")
+        for chunk in chunks:
+            stream.write(chunk)
+        stream.flush()
+        return
+    with os.fdopen(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+    admin.emit({"output": output, "users": sum(exported)})
 
 
 # -- otp ---------------------------------------------------------------------------------------

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import bindparam, delete, insert
 
 from radiusd.db.engine import Database
+from radiusd.services import Clocked
 from radiusd.db.tables import challenges
 from radiusd.decisions import Challenge, Reason
 from radiusd.metrics import Metrics
@@ -44,14 +45,12 @@ _TAKE = (delete(challenges).where(challenges.c.state_hash == bindparam("h"))
                     challenges.c.code_hash, challenges.c.expires_at))
 
 
-class ChallengeStore:
+class ChallengeStore(Clocked):
     def __init__(self, database: Database, clock: Callable[[], float], metrics: Metrics):
         self.database = database
         self.clock = clock
         self.metrics = metrics
 
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), timezone.utc)
 
     def create(self, user: User, nas: str, factor: str, ttl_seconds: int, code_hash: str | None = None) -> bytes:
         """Store a new challenge and return its State (the only copy of it)."""

@@ -103,6 +103,7 @@ class ListenSection(Section):
 class ApiSection(ListenSection):
     token_ttl_seconds: int = Field(3600, ge=60)
     token_requests_per_minute: int = Field(30, ge=1, le=6000)  # per API client, in-process token bucket
+    activation_requests_per_minute: int = Field(20, ge=1, le=6000)  # POST /mobile/activate per source address
 
 
 class OpsSection(ListenSection):
@@ -114,6 +115,17 @@ class LockoutSection(Section):
     window_seconds: int = Field(600, gt=0)
     block_seconds: int = Field(1800, gt=0)
     permanent: bool = False
+
+
+class AccountingSection(Section):
+    """Sessions from the accounting port (SPEC §4) and RFC 5176 Disconnect-Requests."""
+
+    stale_after_intervals: float = Field(3, gt=0)  # no update for this many interim intervals: stale
+    default_interim_seconds: int = Field(600, ge=1)  # when the NAS does not send Acct-Interim-Interval
+    session_retention_days: int = Field(90, ge=0)  # closed sessions kept this long; 0 keeps them forever
+    sweep_interval_seconds: float = Field(60, gt=0)  # stale marking, expiry, retention
+    disconnect_timeout_seconds: float = Field(1.0, gt=0, le=30)  # first wait; doubled for each retry
+    disconnect_attempts: int = Field(3, ge=1, le=10)
 
 
 MfaMode = Literal["challenge", "append"]
@@ -159,6 +171,27 @@ class SmsSection(Section):
         return self
 
 
+class PushSection(Section):
+    """Push approval (SPEC §3.1): the optional wake-up webhook. The approval timeout is
+    ``[mfa] push_timeout_seconds``."""
+
+    webhook_url: str = ""  # "": no webhook; else POSTed {"type": "push.created", "push_id", "expires_at"}
+    webhook_headers: dict[str, SecretRef] = {}
+    webhook_timeout_seconds: float = Field(5, gt=0, le=30)
+
+    @field_validator("webhook_headers", mode="before")
+    @classmethod
+    def _header_secrets(cls, value):
+        return {name: _secret(item) for name, item in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value
+
+
 class NasSection(Section):
     name: str = Field(min_length=1, max_length=64)
     address: str
@@ -176,8 +209,8 @@ class NasSection(Section):
         return value
 
 
-# Built in so far; push joins as its issue lands. ldap_users is active only with an [ldap] section.
-BUILTIN_PLUGINS = ("account_state", "local_users", "ldap_users", "totp", "sms_otp", "audit")
+# The built-in plugins in SPEC §2's order. ldap_users is active only with an [ldap] section.
+BUILTIN_PLUGINS = ("account_state", "local_users", "ldap_users", "totp", "sms_otp", "push", "audit")
 LDAP_PLUGIN = "ldap_users"
 
 
@@ -245,8 +278,10 @@ class Config(Section):
     api: ApiSection = ApiSection()
     ops: OpsSection = OpsSection()
     lockout: LockoutSection = LockoutSection()
+    accounting: AccountingSection = AccountingSection()
     mfa: MfaSection = MfaSection()
     sms: SmsSection = SmsSection()
+    push: PushSection = PushSection()
     nas: Annotated[list[NasSection], Field(default_factory=list)]
     plugins: PluginsSection = PluginsSection()
     logging: LoggingSection = LoggingSection()

@@ -2,7 +2,9 @@
 
 The seed key (32 random bytes, base64, in ``[security] seed_key``) encrypts TOTP seeds and NAS
 secrets with AES-256-GCM; the associated data names what a blob is for, so a blob copied into
-another row or column does not decrypt. Passwords are hashed with argon2id (argon2-cffi).
+another row or column does not decrypt. Passwords are hashed with argon2id (argon2-cffi); bcrypt
+hashes imported from another system (``$2a$``/``$2b$``/``$2y$``) are verified too, and upgraded
+to argon2id on the next successful login like any hash with outdated parameters.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from functools import cached_property
 from pathlib import Path
 
+import bcrypt
 from argon2 import PasswordHasher as Argon2Hasher
-from argon2 import Type
+from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,6 +30,22 @@ from radiusd.config import ConfigError, SecretRef, SecuritySection
 
 BLOB_VERSION = b"\x01"
 NONCE_LENGTH = 12
+ARGON2_PREFIXES = ("$argon2id$", "$argon2i$", "$argon2d$")
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+BCRYPT_MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; other systems truncated silently
+
+
+def hash_scheme(stored: str) -> str | None:
+    """``argon2`` or ``bcrypt`` for a well-formed hash this server can verify, else None."""
+    if stored.startswith(ARGON2_PREFIXES):
+        try:
+            extract_parameters(stored)
+        except (InvalidHashError, ValueError):
+            return None
+        return "argon2"
+    if BCRYPT_HASH.fullmatch(stored):
+        return "bcrypt"
+    return None
 
 
 class DecryptionError(Exception):
@@ -97,12 +117,18 @@ class PasswordHasher:
     def verify(self, stored: str | None, password: bytes) -> bool:
         if not stored:
             return False
+        if stored.startswith("$2"):
+            try:
+                return bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD_BYTES], stored.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                return False
         try:
             return self._hasher.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
     def needs_rehash(self, stored: str) -> bool:
+        """True for a hash that is not argon2id with the configured parameters (bcrypt included)."""
         try:
             return self._hasher.check_needs_rehash(stored)
         except InvalidHashError:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from radiusd.model import User
 
 
 class Reason(StrEnum):
@@ -25,6 +29,9 @@ class Reason(StrEnum):
     CHALLENGE_EXPIRED = "challenge_expired"
     BAD_STATE = "bad_state"
     SMS_RATE_LIMITED = "sms_rate_limited"
+    PUSH_PENDING = "push_pending"  # held, never final: resolved into one of the two below or ok
+    PUSH_DENIED = "push_denied"
+    PUSH_TIMEOUT = "push_timeout"
     BACKEND_ERROR = "backend_error"
     UNSUPPORTED_AUTH_TYPE = "unsupported_auth_type"
     # The directory refused a correct-looking bind for account state (AD "data" codes).
@@ -78,4 +85,18 @@ class PasswordOk:
     decided_by: str = ""
 
 
-Decision = Accept | Reject | Challenge | BackendFailure
+@dataclass(frozen=True, slots=True)
+class PushPending:
+    """Not decided yet: push request ``push_id`` awaits the user's phone until ``deadline``
+    (epoch seconds). The pipeline's synchronous part ends here; the caller (protocol layer,
+    ``POST /auth``) polls ``Pipeline.resume`` on reactor timers, never a sleeping thread, and
+    the resumed decision is the one that is answered and told to ``post_auth``."""
+
+    push_id: str
+    deadline: float
+    user: "User" = field(repr=False)
+    decided_by: str = "push"
+    reason: Reason = Reason.PUSH_PENDING
+
+
+Decision = Accept | Reject | Challenge | BackendFailure | PushPending

@@ -23,7 +23,7 @@ from radiusd.challenges import ChallengeStore, PendingChallenge
 from radiusd.config import BUILTIN_PLUGINS, Config, ConfigError
 from radiusd.crypto import PasswordHasher, SeedKey
 from radiusd.db.engine import Database
-from radiusd.decisions import Decision, PasswordOk, Reject
+from radiusd.decisions import Decision, PasswordOk, PushPending, Reject
 from radiusd.dictionary import RadiusDictionary
 from radiusd.metrics import Metrics
 from radiusd.model import User
@@ -92,6 +92,14 @@ class RadiusdSpec:
         expiry, NAS and user) and ``response`` in User-Password. None if the challenge's
         factor is not this plugin's."""
 
+    @hookspec(firstresult=True)
+    def radiusd_resume_pending(self, request: AuthRequest, user: User, pending: PushPending) -> Decision | None:
+        """A ``PushPending`` that ``second_factor`` or ``answer_challenge`` returned, asked again
+        every fraction of a second (a short call in the worker pool, scheduled by a reactor timer:
+        no thread waits) until it answers ``Accept`` or ``Reject``; None while it is still open.
+        The plugin that returned it must answer by ``pending.deadline`` (the pipeline rejects
+        with ``push_timeout`` shortly after, whatever happens)."""
+
     @hookspec
     def radiusd_reply_attributes(self, request: AuthRequest, user: User) -> list[tuple[str, str | int]]:
         """Reply attributes for an Accept, as (dictionary name, value); all results are sent."""
@@ -145,10 +153,12 @@ def health_checks(manager: pluggy.PluginManager) -> dict[str, Callable[[], None]
 
 
 def call_order(manager: pluggy.PluginManager) -> dict[str, list[str]]:
-    """Each hook with the names of its implementations, first called first."""
+    """Each hook with the names of its implementations, first called first; a wrapper (which
+    runs around the others, whatever the order) is marked "NAME (wrapper)"."""
     order = {}
     for hook_name in sorted(name for name in dir(RadiusdSpec) if name.startswith("radiusd_")):
         caller = getattr(manager.hook, hook_name)
-        order[hook_name] = [manager.get_name(impl.plugin) for impl in reversed(caller.get_hookimpls())]
+        order[hook_name] = [manager.get_name(impl.plugin) + (" (wrapper)" if impl.wrapper or impl.hookwrapper else "")
+                            for impl in reversed(caller.get_hookimpls())]
     return order
 

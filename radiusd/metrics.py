@@ -43,6 +43,9 @@ class Metrics:
         self.otp_replays = Counter("radiusd_otp_replays", "One-time codes refused as replays", registry=r)
         self.challenges = Counter(
             "radiusd_challenges", "Access-Challenges sent by factor", ["factor"], registry=r)
+        self.push_requests = Counter(
+            "radiusd_push_requests", "Push approval requests by event (created, approved, denied, expired)",
+            ["event"], registry=r)
         self.accounting_requests = Counter(
             "radiusd_accounting_requests", "Accounting-Requests recorded", ["client", "status_type"],
             registry=r)

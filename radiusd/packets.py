@@ -50,11 +50,23 @@ class Attr(IntEnum):
     CALLING_STATION_ID = 31
     NAS_IDENTIFIER = 32
     PROXY_STATE = 33
+    ACCT_STATUS_TYPE = 40
+    ACCT_DELAY_TIME = 41
+    ACCT_INPUT_OCTETS = 42
+    ACCT_OUTPUT_OCTETS = 43
+    ACCT_SESSION_ID = 44
+    ACCT_SESSION_TIME = 46
+    ACCT_TERMINATE_CAUSE = 49
+    ACCT_INPUT_GIGAWORDS = 52
+    ACCT_OUTPUT_GIGAWORDS = 53
+    EVENT_TIMESTAMP = 55
     CHAP_CHALLENGE = 60
     NAS_PORT_TYPE = 61
     EAP_MESSAGE = 79
     MESSAGE_AUTHENTICATOR = 80
+    ACCT_INTERIM_INTERVAL = 85
     NAS_IPV6_ADDRESS = 95
+    ERROR_CAUSE = 101
 
 
 HEADER_LENGTH = 20
@@ -62,6 +74,7 @@ MIN_LENGTH = 20
 MAX_LENGTH = 4096
 MAX_ATTRIBUTES = 200
 MESSAGE_AUTHENTICATOR_LENGTH = 18
+ZERO_AUTHENTICATOR = bytes(16)
 MICROSOFT = 311
 MS_CHAP_ATTRIBUTES = frozenset((1, 11, 25))  # MS-CHAP-Response, -Challenge, MS-CHAP2-Response
 
@@ -146,10 +159,35 @@ def message_authenticator_valid(frame: Frame, secret: bytes, authenticator: byte
 
 
 def accounting_authenticator_valid(frame: Frame, secret: bytes) -> bool:
-    """RFC 2866 §3: MD5(Code+Identifier+Length+16 zero octets+Attributes+secret)."""
+    """RFC 2866 §3: MD5(Code+Identifier+Length+16 zero octets+Attributes+secret).
+
+    Disconnect-Request and CoA-Request use the same Request Authenticator (RFC 5176 §2.3)."""
     raw = frame.raw
-    expected = hashlib.md5(raw[:4] + bytes(16) + raw[20:] + secret).digest()
+    expected = hashlib.md5(raw[:4] + ZERO_AUTHENTICATOR + raw[20:] + secret).digest()
     return hmac.compare_digest(expected, raw[4:20])
+
+
+def response_authenticator_valid(frame: Frame, request_authenticator: bytes, secret: bytes) -> bool:
+    """RFC 2865 §3 / RFC 5176 §2.3: MD5(Code+Identifier+Length+Request Authenticator+Attributes+secret)."""
+    raw = frame.raw
+    expected = hashlib.md5(raw[:4] + request_authenticator + raw[20:] + secret).digest()
+    return hmac.compare_digest(expected, raw[4:20])
+
+
+def encode_signed_request(code: int, identifier: int, attributes: bytes, secret: bytes) -> bytes:
+    """A request whose Request Authenticator is computed, not random: Accounting-Request
+    (RFC 2866 §3), Disconnect-Request and CoA-Request (RFC 5176 §2.3).
+
+    Message-Authenticator comes first, its HMAC taken with 16 zero octets as the authenticator
+    (RFC 5176 §3.3); the Request Authenticator then covers the signed packet."""
+    length = HEADER_LENGTH + MESSAGE_AUTHENTICATOR_LENGTH + len(attributes)
+    if length > MAX_LENGTH:
+        raise ValueError("request longer than 4096 octets")
+    header = struct.pack("!BBH", code, identifier, length)
+    ma_prefix = bytes((Attr.MESSAGE_AUTHENTICATOR, MESSAGE_AUTHENTICATOR_LENGTH))
+    mac = _hmac_md5(secret, header + ZERO_AUTHENTICATOR + ma_prefix + bytes(16) + attributes)
+    signed = ma_prefix + mac + attributes
+    return header + hashlib.md5(header + ZERO_AUTHENTICATOR + signed + secret).digest() + signed
 
 
 def hide_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
@@ -265,11 +303,14 @@ def encode_attribute(number: int, value: bytes) -> bytes:
     return bytes((number, len(value) + 2)) + value
 
 
-def encode_response(code: int, request: Frame, secret: bytes, attributes: bytes = b"") -> bytes:
+def encode_response(code: int, request: Frame, secret: bytes, attributes: bytes = b"",
+                    ma_authenticator: bytes | None = None) -> bytes:
     """A reply with Message-Authenticator first, the request's Proxy-States last, in order.
 
-    RFC 3579 §3.2: the HMAC covers the reply with the Request Authenticator in the header;
-    then the Response Authenticator (RFC 2865 §3) is computed over the signed packet.
+    RFC 3579 §3.2: the HMAC covers the reply with the Request Authenticator in the header
+    (``ma_authenticator`` replaces it: an Accounting-Response to an Accounting-Request is
+    signed over 16 zero octets, as FreeRADIUS and pyrad verify it); then the Response
+    Authenticator (RFC 2865 §3) is computed over the signed packet.
     """
     proxy = b"".join(encode_attribute(Attr.PROXY_STATE, value)
                      for value in request.values(Attr.PROXY_STATE))
@@ -279,7 +320,8 @@ def encode_response(code: int, request: Frame, secret: bytes, attributes: bytes 
         raise ValueError("reply longer than 4096 octets")
     header = struct.pack("!BBH", code, request.identifier, length)
     ma_prefix = bytes((Attr.MESSAGE_AUTHENTICATOR, MESSAGE_AUTHENTICATOR_LENGTH))
-    mac = _hmac_md5(secret, header + request.authenticator + ma_prefix + bytes(16) + body)
+    mac = _hmac_md5(secret, header + (request.authenticator if ma_authenticator is None else ma_authenticator)
+                    + ma_prefix + bytes(16) + body)
     signed = ma_prefix + mac + body
     response_authenticator = hashlib.md5(header + request.authenticator + signed + secret).digest()
     return header + response_authenticator + signed

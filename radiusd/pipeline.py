@@ -1,18 +1,22 @@
 """The authentication pipeline: one function, read top to bottom, run in the auth worker pool.
 
 find user → check account → authenticate (password) → second factor → reply attributes,
-then every ``post_auth`` implementation is told the decision before the reply leaves.
+then every ``post_auth`` implementation is told the decision before the reply leaves. A push
+approval ends the synchronous part with ``PushPending``; its caller then polls ``resume``
+(reactor timers, worker pool) until the user's phone or the deadline decides, and only that
+final decision is told to ``post_auth``.
 Exceptions are not caught here: ``errors.to_decision`` turns them into a failure, in one place.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pluggy
 
 from radiusd.challenges import PendingChallenge
-from radiusd.decisions import Accept, Decision, PasswordOk, Reason, Reject
+from radiusd.decisions import Accept, Decision, PasswordOk, PushPending, Reason, Reject
 from radiusd.hookspecs import PluginContext
 from radiusd.model import User
 from radiusd.packets import AuthRequest
@@ -22,7 +26,11 @@ UNSUPPORTED = {
     "mschap": "MS-CHAP needs the NT hash; passwords are stored hashed",
     "eap": "EAP is not supported; use PAP",
 }
-APPENDED_CODE_FACTORS = frozenset({"totp"})
+APPENDED_CODE_FACTORS = frozenset({"totp", "push"})
+# Factors whose users can also type a code of another factor: a 6-digit code appended to the
+# password (append mode) or a numeric answer to the challenge is checked by that factor instead.
+CODE_FALLBACK = {"push": "totp"}
+RESUME_GRACE_SECONDS = 2.0  # past a held decision's deadline, reject even if no plugin answers
 CODE_LENGTH = 6
 FRAMED_IP_SPECIAL = {"user-selects": "255.255.255.255", "nas-assigns": "255.255.255.254"}
 
@@ -34,6 +42,21 @@ class Pipeline:
 
     def run(self, request: AuthRequest) -> Decision:
         decision, user = self.decide(request)
+        if not isinstance(decision, PushPending):  # a held decision is told once resumed
+            self.hook.radiusd_post_auth(request=request, user=user, decision=decision)
+        return decision
+
+    def resume(self, request: AuthRequest, pending: PushPending) -> Decision | None:
+        """One poll of a held decision: None while it is open, else the final decision (Accept
+        with the user's reply attributes, or Reject), told to ``post_auth`` exactly then."""
+        user = pending.user
+        decision = self.hook.radiusd_resume_pending(request=request, user=user, pending=pending)
+        if decision is None:
+            if self.context.clock() < pending.deadline + RESUME_GRACE_SECONDS:
+                return None
+            decision = Reject(Reason.PUSH_TIMEOUT, "pipeline", "no plugin resolved the held decision")
+        if isinstance(decision, Accept):
+            decision = Accept(self.reply_attributes(request, user), decision.decided_by)
         self.hook.radiusd_post_auth(request=request, user=user, decision=decision)
         return decision
 
@@ -67,6 +90,8 @@ class Pipeline:
         password, otp = request.password, None
         if factor in APPENDED_CODE_FACTORS and request.mfa_mode == "append":
             password, otp = split_appended_code(request.password)
+            if otp is not None:
+                factor = CODE_FALLBACK.get(factor, factor)
         verdict = hook.radiusd_authenticate(request=request, user=user, password=password)
         if not isinstance(verdict, PasswordOk):
             return verdict or Reject(Reason.BAD_PASSWORD, "pipeline", "no plugin holds the password")
@@ -82,8 +107,11 @@ class Pipeline:
         pending = self.context.challenges.take(request.state, nas=request.nas, username=user.username)
         if not isinstance(pending, PendingChallenge):
             return Reject(pending, "pipeline")
+        response = request.password or b""
+        if pending.factor in CODE_FALLBACK and response.isascii() and response.isdigit():
+            pending = replace(pending, factor=CODE_FALLBACK[pending.factor])
         decision = self.hook.radiusd_answer_challenge(request=request, user=user, challenge=pending,
-                                                      response=request.password or b"")
+                                                      response=response)
         return decision or Reject(Reason.BAD_STATE, "pipeline", f"no plugin answers {pending.factor}")
 
     def reply_attributes(self, request: AuthRequest, user: User) -> tuple:

@@ -1,9 +1,14 @@
-"""The auth port: a dumb, total transport (Twisted Names' DNSDatagramProtocol is the model).
+"""The RADIUS ports: dumb, total transports (Twisted Names' DNSDatagramProtocol is the model).
 
-It finds the NAS, validates, authenticates the packet, deduplicates and dispatches to the
-worker pool; it never raises and never blocks. Validation follows SPEC §3 in order, and each
-failure is a drop counted by reason. Replies are signed here, cached for retransmissions,
-and Rejects leave no earlier than ``reject_delay_seconds`` after receipt (a reactor timer).
+``RadiusProtocol`` is what both ports share: it finds the NAS, validates the frame, checks
+the code, applies the port's authenticator policy, deduplicates (RFC 5080), refuses work past
+``max_pending_requests`` and dispatches to a worker pool; it never raises and never blocks.
+Validation follows SPEC §3 in order, and each failure is a drop counted by reason. Replies
+are signed here and cached for retransmissions.
+
+``AuthProtocol`` (the auth port) decodes Access-Requests for the pipeline; Rejects leave no
+earlier than ``reject_delay_seconds`` after receipt (a reactor timer). ``AccountingProtocol``
+(the accounting port) answers an Accounting-Request only once it is recorded.
 """
 
 from __future__ import annotations
@@ -17,19 +22,22 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from radiusd.accounting import STATUS_TYPES, AccountingRequest, decode_accounting_request
 from radiusd.clients import NasRegistry, normalise_address
 from radiusd.config import ServerSection
 from radiusd.decisions import Accept, BackendFailure, Challenge, Decision
 from radiusd.dedupe import IN_PROGRESS, DuplicateCache
-from radiusd.errors import to_decision
+from radiusd.errors import backend_of, to_decision
 from radiusd.metrics import Metrics
 from radiusd.model import Nas
 from radiusd.packets import (
+    ZERO_AUTHENTICATOR,
     Attr,
     AuthRequest,
     Code,
     Frame,
     MalformedPacket,
+    accounting_authenticator_valid,
     decode_access_request,
     encode_response,
     message_authenticator_valid,
@@ -40,6 +48,7 @@ log = Logger(namespace="radiusd.protocol")
 
 REPLY_CODES = {Accept: Code.ACCESS_ACCEPT, Challenge: Code.ACCESS_CHALLENGE}
 CODE_LABELS = {Code.ACCESS_ACCEPT: "accept", Code.ACCESS_REJECT: "reject", Code.ACCESS_CHALLENGE: "challenge"}
+RECORDED_STATUS_TYPES = frozenset(STATUS_TYPES.values())
 
 
 class Dropped(Exception):
@@ -57,15 +66,21 @@ class Outcome:
     attributes: bytes = b""
 
 
-class AuthProtocol(DatagramProtocol):
-    """One auth socket. Several share the registry, duplicate cache, metrics and dispatcher."""
+class RadiusProtocol(DatagramProtocol):
+    """One RADIUS socket. Several share the registry, duplicate cache, metrics and dispatcher.
 
-    accepted_codes = (Code.ACCESS_REQUEST, Code.STATUS_SERVER)
+    A port says which codes it takes (``accepted_codes``), how it authenticates a packet
+    (``_check_authenticators``), what answers Status-Server (``status_reply_code``), how a
+    request is decoded and dispatched (``_handle``), and what becomes of the worker's result
+    (``_reply``) or failure (``_recover``)."""
+
+    accepted_codes: tuple[int, ...] = ()
+    status_reply_code: int = Code.ACCESS_ACCEPT
     noisy = False
 
     def __init__(self, *, registry: NasRegistry, dedupe: DuplicateCache, metrics: Metrics,
                  settings: ServerSection, clock: IReactorTime,
-                 dispatch: Callable[[AuthRequest], Deferred], ready: Callable[[], bool]):
+                 dispatch: Callable[[object], Deferred], ready: Callable[[], bool]):
         self.registry = registry
         self.dedupe = dedupe
         self.metrics = metrics
@@ -98,7 +113,7 @@ class AuthProtocol(DatagramProtocol):
             raise Dropped("malformed") from None
         if frame.code not in self.accepted_codes:
             raise Dropped("unknown_code")
-        self._check_message_authenticator(frame, nas)
+        self._check_authenticators(frame, nas)
         key = (host, addr[1], frame.identifier, frame.authenticator)
         cached = self.dedupe.lookup(key)
         if cached is IN_PROGRESS:
@@ -112,13 +127,92 @@ class AuthProtocol(DatagramProtocol):
             return
         if len(self.dedupe) >= self.settings.max_pending_requests:
             raise Dropped("overload")
-        try:
-            request = decode_access_request(frame, nas.name, nas.mfa_mode, nas.secret, (host, addr[1]),
-                                            time.time())
-        except Exception:
-            raise Dropped("malformed") from None
-        self.metrics.child(self.metrics.access_requests, nas.name).inc()
-        self._process(request, frame, nas, key, addr, received_at)
+        self._handle(frame, nas, host, key, addr, received_at)
+
+    def _check_authenticators(self, frame: Frame, nas: Nas) -> None:
+        """SPEC §3 step 4 for this port; raise Dropped to refuse the packet."""
+        raise NotImplementedError
+
+    def _handle(self, frame: Frame, nas: Nas, host: str, key, addr, received_at: float) -> None:
+        """Decode (any failure: Dropped("malformed")), count, then ``_process``."""
+        raise NotImplementedError
+
+    def _answer_status_server(self, frame: Frame, nas: Nas, key, addr) -> None:
+        """RFC 5997: answered without any lookup, dropped while the database is unreachable."""
+        if not self.ready():
+            raise Dropped("backend_error")
+        self.metrics.child(self.metrics.status_server_requests, nas.name).inc()
+        reply = encode_response(self.status_reply_code, frame, nas.secret)
+        self.dedupe.complete(key, reply)
+        self.transport.write(reply, addr)
+
+    # -- processing --------------------------------------------------------------------------
+
+    def _process(self, request, frame: Frame, nas: Nas, key, addr, received_at: float) -> None:
+        self.dedupe.begin(key)
+        self.metrics.requests_in_progress.inc()
+        done = maybeDeferred(self.dispatch, request)
+        done.addTimeout(self.settings.plugin_timeout_seconds, self.clock)
+        done.addCallback(self._settle, request)  # after addTimeout: a held push is not cut by it
+        done.addErrback(self._recover)
+        done.addCallback(self._reply, frame, nas, key, addr, received_at)
+        done.addErrback(self._reply_failed, key)
+        done.addBoth(self._finished, done)
+        if not done.called:
+            self._in_flight.add(done)
+
+    def _settle(self, result, request):
+        """The worker's result, or a Deferred of the final one (the auth port's held push).
+        Called once the worker answered, when the plugin timeout is already cancelled."""
+        return result
+
+    def _recover(self, failure):
+        """The worker failed or timed out: the value ``_reply`` gets instead of a result."""
+        raise NotImplementedError
+
+    def _reply(self, result, frame: Frame, nas: Nas, key, addr, received_at: float):
+        raise NotImplementedError
+
+    def _drop_unanswered(self, key) -> None:
+        """No reply (a backend failure): counted, and a retransmission is processed afresh."""
+        self.metrics.child(self.metrics.dropped_packets, "backend_error").inc()
+        self.dedupe.forget(key)
+
+    def _reply_failed(self, failure, key) -> None:
+        log.failure("could not send a reply", failure=failure)
+        self._drop_unanswered(key)
+
+    def _finished(self, result, done: Deferred):
+        self.metrics.requests_in_progress.dec()
+        self._in_flight.discard(done)
+        return None
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def drain(self) -> Deferred:
+        """Stop reading; fire when every request in progress has been answered."""
+        if self.transport is not None:
+            self.transport.stopReading()
+        return DeferredList(list(self._in_flight))
+
+
+class AuthProtocol(RadiusProtocol):
+    """The auth port (SPEC §3): Access-Request to the pipeline, Status-Server → Access-Accept."""
+
+    accepted_codes = (Code.ACCESS_REQUEST, Code.STATUS_SERVER)
+    status_reply_code = Code.ACCESS_ACCEPT
+
+    def __init__(self, *, settle: Callable[[Outcome, AuthRequest], object] | None = None, **kwargs):
+        """``settle(outcome, request)`` turns a held outcome (a push awaiting the user's phone)
+        into the final one, returning a Deferred; it must never block the reactor."""
+        super().__init__(**kwargs)
+        self.settle = settle
+
+    def _settle(self, outcome: Outcome, request: AuthRequest):
+        return outcome if self.settle is None else self.settle(outcome, request)
+
+    def _check_authenticators(self, frame: Frame, nas: Nas) -> None:
+        self._check_message_authenticator(frame, nas)
 
     def _check_message_authenticator(self, frame: Frame, nas: Nas) -> None:
         """SPEC §3 step 4 (BlastRADIUS): required, verified when present, needed with Proxy-State."""
@@ -130,27 +224,17 @@ class AuthProtocol(DatagramProtocol):
         if not message_authenticator_valid(frame, nas.secret):
             raise Dropped("bad_authenticator")
 
-    def _answer_status_server(self, frame: Frame, nas: Nas, key, addr) -> None:
-        if not self.ready():
-            raise Dropped("backend_error")
-        self.metrics.child(self.metrics.status_server_requests, nas.name).inc()
-        reply = encode_response(Code.ACCESS_ACCEPT, frame, nas.secret)
-        self.dedupe.complete(key, reply)
-        self.transport.write(reply, addr)
+    def _handle(self, frame: Frame, nas: Nas, host: str, key, addr, received_at: float) -> None:
+        try:
+            request = decode_access_request(frame, nas.name, nas.mfa_mode, nas.secret, (host, addr[1]),
+                                            time.time())
+        except Exception:
+            raise Dropped("malformed") from None
+        self.metrics.child(self.metrics.access_requests, nas.name).inc()
+        self._process(request, frame, nas, key, addr, received_at)
 
-    # -- processing --------------------------------------------------------------------------
-
-    def _process(self, request: AuthRequest, frame: Frame, nas: Nas, key, addr, received_at: float) -> None:
-        self.dedupe.begin(key)
-        self.metrics.requests_in_progress.inc()
-        done = maybeDeferred(self.dispatch, request)
-        done.addTimeout(self.settings.plugin_timeout_seconds, self.clock)
-        done.addErrback(lambda failure: Outcome(to_decision(failure)))
-        done.addCallback(self._reply, frame, nas, key, addr, received_at)
-        done.addErrback(self._reply_failed, key)
-        done.addBoth(self._finished, done)
-        if not done.called:
-            self._in_flight.add(done)
+    def _recover(self, failure) -> Outcome:
+        return Outcome(to_decision(failure))
 
     def _reply(self, outcome: Outcome, frame: Frame, nas: Nas, key, addr, received_at: float):
         decision = outcome.decision
@@ -158,8 +242,7 @@ class AuthProtocol(DatagramProtocol):
         if isinstance(decision, BackendFailure):
             self.metrics.child(self.metrics.backend_errors, decision.backend).inc()
             if self.settings.on_backend_error == "drop":
-                self.metrics.child(self.metrics.dropped_packets, "backend_error").inc()
-                self.dedupe.forget(key)
+                self._drop_unanswered(key)
                 return None
         code = REPLY_CODES.get(type(decision), Code.ACCESS_REJECT)
         reply = encode_response(code, frame, nas.secret, outcome.attributes if code != Code.ACCESS_REJECT else b"")
@@ -178,20 +261,55 @@ class AuthProtocol(DatagramProtocol):
         self.metrics.child(self.metrics.access_responses, nas.name, label).inc()
         self.metrics.child(self.metrics.request_duration, label).observe(max(0.0, self.clock.seconds() - received_at))
 
-    def _reply_failed(self, failure, key) -> None:
-        log.failure("could not send a reply", failure=failure)
-        self.metrics.child(self.metrics.dropped_packets, "backend_error").inc()
-        self.dedupe.forget(key)
 
-    def _finished(self, result, done: Deferred):
-        self.metrics.requests_in_progress.dec()
-        self._in_flight.discard(done)
+class AccountingProtocol(RadiusProtocol):
+    """The accounting port (SPEC §4): Accounting-Request → recorded, then Accounting-Response;
+    Status-Server → Accounting-Response (RFC 5997 §4).
+
+    An Accounting-Request must carry a valid Request Authenticator (RFC 2866 §3), which
+    already covers every attribute with the shared secret; a Message-Authenticator is verified
+    when present (its HMAC taken over 16 zero octets, as for Disconnect-Request) but not
+    required, whatever the NAS's ``require_message_authenticator`` (a BlastRADIUS defence for
+    Access-Requests). Status-Server always requires one. The dispatcher records the request
+    and returns once it is committed; a failure is a drop, so the NAS retransmits or fails over."""
+
+    accepted_codes = (Code.ACCOUNTING_REQUEST, Code.STATUS_SERVER)
+    status_reply_code = Code.ACCOUNTING_RESPONSE
+
+    def _check_authenticators(self, frame: Frame, nas: Nas) -> None:
+        if frame.code == Code.STATUS_SERVER:
+            if frame.message_authenticator_at is None:
+                raise Dropped("missing_message_authenticator")
+            if not message_authenticator_valid(frame, nas.secret):
+                raise Dropped("bad_authenticator")
+            return
+        if not accounting_authenticator_valid(frame, nas.secret):
+            raise Dropped("bad_authenticator")
+        if frame.message_authenticator_at is not None and \
+                not message_authenticator_valid(frame, nas.secret, ZERO_AUTHENTICATOR):
+            raise Dropped("bad_authenticator")
+
+    def _handle(self, frame: Frame, nas: Nas, host: str, key, addr, received_at: float) -> None:
+        try:
+            request = decode_accounting_request(frame, nas.name, host, time.time())
+        except Exception:
+            raise Dropped("malformed") from None
+        self._process(request, frame, nas, key, addr, received_at)
+
+    def _recover(self, failure) -> None:
+        backend = backend_of(failure.value)
+        log.error("accounting request not recorded ({backend}): {error}", backend=backend,
+                  error=type(failure.value).__name__)
+        self.metrics.child(self.metrics.backend_errors, backend).inc()
         return None
 
-    # -- shutdown ----------------------------------------------------------------------------
-
-    def drain(self) -> Deferred:
-        """Stop reading; fire when every request in progress has been answered."""
-        if self.transport is not None:
-            self.transport.stopReading()
-        return DeferredList(list(self._in_flight))
+    def _reply(self, recorded: AccountingRequest | None, frame: Frame, nas: Nas, key, addr, received_at: float):
+        if recorded is None:
+            self._drop_unanswered(key)
+            return None
+        reply = encode_response(Code.ACCOUNTING_RESPONSE, frame, nas.secret, ma_authenticator=ZERO_AUTHENTICATOR)
+        self.dedupe.complete(key, reply)
+        self.transport.write(reply, addr)
+        if recorded.status_type in RECORDED_STATUS_TYPES:
+            self.metrics.child(self.metrics.accounting_requests, nas.name, recorded.status_type).inc()
+        return None

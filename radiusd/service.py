@@ -1,5 +1,7 @@
-"""Builds the running server: one Twisted MultiService holding the RADIUS sockets, the auth
-worker pool, the health monitor, the ops site and the admin API (with its own worker pool).
+"""Builds the running server: one Twisted MultiService holding the RADIUS sockets (auth and
+accounting), the auth and accounting worker pools, the health monitor, the housekeeping task
+(stale sessions, expiry, retention), the Disconnect client, the ops site and the admin API
+(with its own worker pool).
 
 ``build_runtime`` assembles what the server and ``radiusd check-config`` share (database,
 seed key, dictionary, plugins); ``RadiusService`` adds sockets and lifecycle: SIGTERM stops
@@ -14,31 +16,39 @@ from dataclasses import dataclass
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import DeferredList, inlineCallbacks
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
+from radiusd.accounting import AccountingRequest
 from radiusd.challenges import ChallengeStore
-from radiusd.clients import NasRegistry, nas_from_config
+from radiusd.clients import NasRegistry
 from radiusd.config import Config, ConfigError, load_config
 from radiusd.crypto import PasswordHasher, SeedKey
 from radiusd.db import migrate
 from radiusd.db.engine import Database
+from radiusd.decisions import PushPending
 from radiusd.dedupe import DuplicateCache
 from radiusd.dictionary import RadiusDictionary
+from radiusd.disconnect import DisconnectClient, DisconnectResult, DisconnectTarget
 from radiusd.health import HealthMonitor, ops_root
 from radiusd.hookspecs import PluginContext, health_checks, register_plugins
 from radiusd.metrics import Metrics
 from radiusd.packets import AuthRequest
 from radiusd.pipeline import Pipeline
-from radiusd.protocol import AuthProtocol, Outcome
+from radiusd.polling import poll
+from radiusd.protocol import AccountingProtocol, AuthProtocol, Outcome, RadiusProtocol
 from radiusd.replies import encode_attributes
 from radiusd.services.blocks import BlockService
 from radiusd.services.nas import NasService
+from radiusd.services.sessions import SessionService
 
 log = Logger(namespace="radiusd.service")
 API_THREADS = 4  # admin API handlers; its POST /auth runs in the auth pool like RADIUS
+ACCT_THREADS = 4  # accounting writes, apart from the auth pool so a burst of them never delays a login
+PUSH_POLL_SECONDS = 0.25  # a held push's state is read this often (one short query in the auth pool)
 
 
 @dataclass
@@ -52,18 +62,33 @@ class Runtime:
     context: PluginContext
     pipeline: Pipeline
     plugin_manager: object
+    sessions: SessionService | None = None
 
     def load_registry(self, config: Config | None = None) -> NasRegistry:
         """Static NAS entries from ``config`` plus the database's, as one registry."""
-        config = config or self.config
-        static = [nas_from_config(section, config, warn=lambda text: log.warn(text)) for section in config.nas]
-        stored = NasService(self.database, self.seed_key, config).registry_entries()
-        return NasRegistry(static + stored)
+        return NasService(self.database, self.seed_key, config or self.config,
+                          warn=lambda text: log.warn(text)).registry()
 
     def process(self, request: AuthRequest) -> Outcome:
         """Worker-pool entry: decide, then encode the reply attributes off the reactor."""
         decision = self.pipeline.run(request)
         return Outcome(decision, encode_attributes(decision, self.dictionary))
+
+    def record_accounting(self, request: AccountingRequest) -> AccountingRequest:
+        """Accounting worker-pool entry: returns once the request is committed."""
+        return self.sessions.record(request)
+
+    def resume(self, request: AuthRequest, pending: PushPending) -> Outcome | None:
+        """Worker-pool entry for one poll of a held push: None while the user has not decided."""
+        decision = self.pipeline.resume(request, pending)
+        return None if decision is None else Outcome(decision, encode_attributes(decision, self.dictionary))
+
+    def settle(self, reactor, pool, outcome: Outcome, request: AuthRequest):
+        """The final outcome of ``outcome``: itself, or for a held push a Deferred that polls
+        ``resume`` on reactor timers until the user's phone or the deadline decided."""
+        if not isinstance(outcome.decision, PushPending):
+            return outcome
+        return poll(reactor, pool, lambda: self.resume(request, outcome.decision), PUSH_POLL_SECONDS)
 
 
 def build_runtime(config: Config, *, require_current_schema: bool = True) -> Runtime:
@@ -80,12 +105,14 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
     dictionary = RadiusDictionary()
     hasher = PasswordHasher(config.security)
     metrics = Metrics()
+    sessions = SessionService(database, config.accounting, clock=time.time, metrics=metrics)
     context = PluginContext(config=config, database=database, dictionary=dictionary, hasher=hasher,
                             metrics=metrics, seed_key=seed_key, clock=time.time,
-                            challenges=ChallengeStore(database, time.time, metrics))
+                            challenges=ChallengeStore(database, time.time, metrics),
+                            extra={"sessions": sessions})
     manager = register_plugins(context)
     return Runtime(config, database, seed_key, dictionary, hasher, metrics, context,
-                   Pipeline(manager, context), manager)
+                   Pipeline(manager, context), manager, sessions=sessions)
 
 
 def udp_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
@@ -113,14 +140,21 @@ class RadiusService(MultiService):
         self.serve_api = serve_api
         self.pool = ThreadPool(minthreads=1, maxthreads=self.config.server.auth_threads, name="radiusd-auth")
         self.api_pool = ThreadPool(minthreads=1, maxthreads=API_THREADS, name="radiusd-api")
+        self.acct_pool = ThreadPool(minthreads=1, maxthreads=ACCT_THREADS, name="radiusd-acct")
         self.on_nas_change = self.reload  # the CLI adds signalling its worker processes
-        blocks = BlockService(runtime.database, self.config.lockout, time.time)
+        self.blocks = BlockService(runtime.database, self.config.lockout, time.time)
         self.monitor = HealthMonitor(reactor, reactor.getThreadPool(), runtime.database,
-                                     refresh=lambda: runtime.metrics.blocked_users.set(blocks.count_blocked()),
-                                     probes=health_checks(runtime.plugin_manager))
+                                     refresh=self.refresh_gauges, probes=health_checks(runtime.plugin_manager))
         self.dedupe = DuplicateCache(self.config.server.dedupe_seconds, reactor.seconds)
-        self.protocols: list[AuthProtocol] = []
+        self.acct_dedupe = DuplicateCache(self.config.server.dedupe_seconds, reactor.seconds)
+        self.disconnects = DisconnectClient(reactor, self.config.accounting)
+        self._disconnecting: set = set()
+        self.housekeeping = LoopingCall(self.sweep)
+        self.housekeeping.clock = reactor
+        self.registry: NasRegistry | None = None
+        self.protocols: list[RadiusProtocol] = []
         self.ports = []
+        self.acct_ports = []
         self.ops_port = None
         self.api_port = None
 
@@ -130,18 +164,33 @@ class RadiusService(MultiService):
         super().startService()
         self.pool.start()
         self.monitor.start()
-        registry = self.runtime.load_registry()
+        registry = self.registry = self.runtime.load_registry()
+        self.runtime.sessions.attach(nas_lookup=lambda name: self.registry.by_name(name),
+                                     disconnect=self.disconnect_and_wait, disconnect_later=self.disconnect_later)
         reuse_port = self.config.server.workers > 1
         for address in self.config.server.listen:
             protocol = AuthProtocol(
                 registry=registry, dedupe=self.dedupe, metrics=self.runtime.metrics,
                 settings=self.config.server, clock=self.reactor, dispatch=self.dispatch,
-                ready=lambda: self.monitor.database_ok)
+                ready=lambda: self.monitor.database_ok,
+                settle=lambda outcome, request: self.runtime.settle(self.reactor, self.pool, outcome, request))
             sock = udp_socket(address, self.config.server.auth_port, reuse_port)
             family = sock.family
             self.ports.append(self.reactor.adoptDatagramPort(sock.fileno(), family, protocol))
             sock.close()  # the port holds its own duplicate of the descriptor
             self.protocols.append(protocol)
+        if self.config.server.acct_port:
+            self.acct_pool.start()
+            for address in self.config.server.listen:
+                protocol = AccountingProtocol(
+                    registry=registry, dedupe=self.acct_dedupe, metrics=self.runtime.metrics,
+                    settings=self.config.server, clock=self.reactor, dispatch=self.dispatch_accounting,
+                    ready=lambda: self.monitor.database_ok)
+                sock = udp_socket(address, self.config.server.acct_port, reuse_port)
+                self.acct_ports.append(self.reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol))
+                sock.close()
+                self.protocols.append(protocol)
+        self.housekeeping.start(self.config.accounting.sweep_interval_seconds, now=True)
         if self.serve_ops:
             ops = self.config.ops
             site = Site(ops_root(self.runtime.metrics, self.monitor))
@@ -159,16 +208,24 @@ class RadiusService(MultiService):
                      port=self.api_port.getHost().port)
         log.info("radiusd listening for RADIUS on {addresses} port {port}",
                  addresses=",".join(self.config.server.listen), port=self.auth_port)
+        if self.acct_ports:
+            log.info("radiusd listening for accounting on {addresses} port {port}",
+                     addresses=",".join(self.config.server.listen), port=self.acct_port)
 
     @inlineCallbacks
     def stopService(self):
         log.info("stopping: finishing requests in progress")
         yield DeferredList([protocol.drain() for protocol in self.protocols])
-        yield DeferredList([port.stopListening() for port in self.ports] +
+        yield DeferredList([port.stopListening() for port in self.ports + self.acct_ports] +
                            [port.stopListening() for port in (self.ops_port, self.api_port) if port])
+        if self.housekeeping.running:
+            self.housekeeping.stop()
+        yield DeferredList(list(self._disconnecting))  # Disconnect-Requests in flight: their results
         self.monitor.stop()
         if self.api_pool.started:
             self.api_pool.stop()
+        if self.acct_pool.started:
+            self.acct_pool.stop()
         self.pool.stop()
         self.runtime.database.dispose()
         yield super().stopService()
@@ -178,8 +235,45 @@ class RadiusService(MultiService):
     def auth_port(self) -> int:
         return self.ports[0].getHost().port if self.ports else self.config.server.auth_port
 
+    @property
+    def acct_port(self) -> int:
+        return self.acct_ports[0].getHost().port if self.acct_ports else self.config.server.acct_port
+
     def dispatch(self, request: AuthRequest):
         return deferToThreadPool(self.reactor, self.pool, self.runtime.process, request)
+
+    def dispatch_accounting(self, request: AccountingRequest):
+        return deferToThreadPool(self.reactor, self.acct_pool, self.runtime.record_accounting, request)
+
+    # -- sessions: gauges, housekeeping, Disconnect-Requests ---------------------------------------
+
+    def refresh_gauges(self) -> None:
+        """After each good database ping (a thread): gauges read from the database, so they are
+        right after a restart and across instances."""
+        self.runtime.metrics.blocked_users.set(self.blocks.count_blocked())
+        self.runtime.metrics.active_sessions.set(self.runtime.sessions.count_active())
+
+    def sweep(self):
+        """The periodic housekeeping (stale sessions, expired users, retention), in a thread."""
+        done = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.runtime.sessions.sweep)
+        return done.addErrback(lambda failure: log.error("session housekeeping failed: {error}",
+                                                         error=type(failure.value).__name__))
+
+    def disconnect_and_wait(self, targets: list[DisconnectTarget]) -> list[DisconnectResult]:
+        """From a worker thread (the admin API): send, and block that thread for the results."""
+        return blockingCallFromThread(self.reactor, self.disconnects.disconnect_all, targets)
+
+    def disconnect_later(self, targets: list[DisconnectTarget], record) -> None:
+        """From any thread: send on the reactor; ``record(results)`` runs in a thread later."""
+        def start():
+            done = self.disconnects.disconnect_all(targets)
+            done.addCallback(lambda results: deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                                               record, results))
+            done.addErrback(lambda failure: log.failure("Disconnect results not recorded", failure=failure))
+            self._disconnecting.add(done)
+            done.addBoth(lambda _: self._disconnecting.discard(done))
+
+        self.reactor.callFromThread(start)
 
     # -- SIGHUP ----------------------------------------------------------------------------------
 
@@ -190,6 +284,7 @@ class RadiusService(MultiService):
             return self.runtime.load_registry(config)
 
         def swap(registry: NasRegistry):
+            self.registry = registry
             for protocol in self.protocols:
                 protocol.registry = registry
             log.info("reloaded {count} NAS entries", count=len(registry))

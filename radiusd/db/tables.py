@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -90,6 +91,8 @@ users = Table(
     Column("block_reason", String(255), nullable=False, server_default=""),
     # Where the password lives: "local" (password_hash) or "ldap" (the directory; no hash).
     Column("source", String(8), nullable=False, server_default="local"),
+    # The expiry the sweep last acted on (audit event "expired", sessions terminated): once each.
+    Column("expiry_noticed_at", UTCDateTime, nullable=True),
 )
 
 nas_devices = Table(
@@ -171,6 +174,43 @@ sms_messages = Table(
     Index("ix_sms_messages_user_sent", "user_id", "sent_at"),
 )
 
+# The authenticator app (SPEC §3.1 push, §6): a device registered by activating an enrolment
+# (dies with it), and push approval requests. The device token is stored only as a keyed digest.
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", String(32), nullable=False, unique=True),  # public id
+    Column("enrolment_id", Integer, ForeignKey("otp_enrolments.id", ondelete="CASCADE"), nullable=False,
+           unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(64), nullable=False, server_default=""),
+    Column("platform", String(32), nullable=False, server_default=""),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+push_requests = Table(
+    "push_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("push_id", String(32), nullable=False, unique=True),  # public, random
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="SET NULL"), nullable=True),
+    Column("state", String(16), nullable=False),  # pending, approved, denied, expired
+    Column("number", String(2), nullable=False),  # shown on both sides, to match
+    Column("nas", String(64), nullable=False, server_default=""),
+    Column("calling_station_id", String(64), nullable=False, server_default=""),
+    Column("description", String(128), nullable=False, server_default=""),
+    Column("requested_by", String(64), nullable=True),  # the API client that started it, if any
+    Column("state_hash", String(64), nullable=True, index=True),  # challenge mode: its State's SHA-256
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Index("ix_push_requests_user_state", "user_id", "state"),
+)
+
 # OAuth2 clients of the admin API (SPEC §5) and the Bearer tokens issued to them. Secrets and
 # tokens are high-entropy random strings stored only as keyed digests; deleting a client
 # deletes its tokens.
@@ -195,4 +235,40 @@ api_tokens = Table(
     Column("client_id", Integer, ForeignKey("api_clients.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("issued_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# Accounting sessions (SPEC §4), one row per Acct-Session-Id of a NAS, kept up to date by
+# Start/Interim-Update/Stop with single upserts whose counters never go backwards. A session
+# is active until a Stop (stopped), an acknowledged Disconnect-Request (terminated) or
+# ``stale_after`` passing without an update (stale). Usernames are as the NAS reported them.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("nas", String(64), nullable=False),  # the NAS entry's name
+    Column("nas_address", String(45), nullable=False),  # the source address of its last packet
+    Column("session_id", String(253), nullable=False),  # Acct-Session-Id
+    Column("username", String(253), nullable=True),
+    Column("nas_ip_address", String(45), nullable=True),
+    Column("nas_identifier", String(253), nullable=True),
+    Column("nas_port", BigInteger, nullable=True),
+    Column("framed_ip_address", String(45), nullable=True),
+    Column("calling_station_id", String(253), nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+    Column("input_octets", BigInteger, nullable=False, server_default="0"),  # with Gigawords
+    Column("output_octets", BigInteger, nullable=False, server_default="0"),
+    Column("session_time", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False),  # active, stopped, terminated, stale
+    Column("stop_cause", String(64), nullable=True),  # Acct-Terminate-Cause name
+    Column("interim_interval", Integer, nullable=True),  # Acct-Interim-Interval, when sent
+    Column("stale_after", UTCDateTime, nullable=False),
+    Column("disconnect_result", String(16), nullable=True),  # ack, nak, timeout, error
+    Column("disconnect_error_cause", String(64), nullable=True),  # Error-Cause name of a NAK
+    Column("disconnect_at", UTCDateTime, nullable=True),
+    UniqueConstraint("nas", "session_id", name="uq_sessions_nas_session_id"),
+    Index("ix_sessions_username_status", "username", "status"),
+    Index("ix_sessions_status_stale_after", "status", "stale_after"),
+    Index("ix_sessions_updated_at", "updated_at"),
 )

@@ -5,7 +5,20 @@ Each error carries a stable ``code`` that the API puts in problem+json and the C
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from typing import Callable
+
 from pydantic import ValidationError
+
+
+class Clocked:
+    """``now()`` as an aware UTC datetime from the object's ``clock`` (a time.time-like
+    callable, so tests can move time)."""
+
+    clock: Callable[[], float]
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
 
 
 class ServiceError(Exception):

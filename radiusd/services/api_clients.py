@@ -13,7 +13,7 @@ import hmac
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Callable
 
 from sqlalchemy import delete, func, insert, select, update
@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from radiusd.crypto import SeedKey
 from radiusd.db.engine import Database
 from radiusd.db.tables import api_clients, api_tokens
-from radiusd.services import Conflict, Invalid, NotFound
+from radiusd.services import Clocked, Conflict, Invalid, NotFound
 from radiusd.services.audit import record_event
 
 CLIENT_TYPES = ("admin", "agent", "user")
@@ -70,7 +70,7 @@ def _view(row) -> dict:
             "secret_rotated_at": row.secret_rotated_at, "last_token_at": row.last_token_at}
 
 
-class ApiClientService:
+class ApiClientService(Clocked):
     def __init__(self, database: Database, seed_key: SeedKey, clock: Callable[[], float],
                  token_ttl_seconds: int = 3600, actor: str = "cli"):
         self.database = database
@@ -79,8 +79,6 @@ class ApiClientService:
         self.token_ttl_seconds = token_ttl_seconds
         self.actor = actor
 
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), timezone.utc)
 
     def _digest(self, value: str, purpose: str) -> str:
         return self.seed_key.digest(value.encode(), purpose)

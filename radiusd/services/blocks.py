@@ -8,7 +8,7 @@ processes or instances are all counted and block exactly once. Block ends are st
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 from pydantic import ValidationError
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from radiusd.config import LockoutSection
 from radiusd.db.engine import Database
 from radiusd.db.tables import settings, users
-from radiusd.services import Invalid, NotFound, first_error
+from radiusd.services import Clocked, Invalid, NotFound, first_error
 from radiusd.services.audit import record_event
 
 LOCKOUT = "lockout"
@@ -34,16 +34,19 @@ def not_blocked_clause(now: datetime):
     return and_(users.c.block_permanent.is_(False), or_(users.c.blocked_until.is_(None), users.c.blocked_until <= now))
 
 
-class BlockService:
+class BlockService(Clocked):
     def __init__(self, database: Database, defaults: LockoutSection, clock: Callable[[], float],
-                 actor: str = "cli"):
+                 actor: str = "cli", sessions=None):
         self.database = database
         self.defaults = defaults
         self.clock = clock
         self.actor = actor
+        self.sessions = sessions  # a SessionService: a block terminates the user's sessions (SPEC §4)
 
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), timezone.utc)
+    def _terminate_sessions(self, username: str) -> None:
+        if self.sessions is not None:
+            self.sessions.terminate_user_later(username, "blocked")
+
 
     # -- settings ----------------------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class BlockService:
             record_event(self.database, "block", username=username, result="blocked", reason="automatic",
                          actor="lockout", detail={"until": until.isoformat() if until else None,
                                                   "permanent": policy.permanent})
+            self._terminate_sessions(username)
         return blocked
 
     def clear_failures(self, user_id: int) -> None:
@@ -129,6 +133,7 @@ class BlockService:
         record_event(self.database, "block", username=username, result="blocked", reason="manual", actor=self.actor,
                      detail={"until": until.isoformat() if until else None, "permanent": permanent,
                              "reason": reason})
+        self._terminate_sessions(username)
         return self.blocked_entry(username)
 
     def unblock(self, username: str) -> None:

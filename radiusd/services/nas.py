@@ -8,7 +8,7 @@ import secrets
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from radiusd.clients import NasError, check_secret, nas_from_row, parse_network
+from radiusd.clients import NasError, NasRegistry, check_secret, nas_from_config, nas_from_row, parse_network
 from radiusd.config import Config
 from radiusd.crypto import SeedKey
 from radiusd.db.engine import Database
@@ -151,6 +151,11 @@ class NasService:
             check_secret(name, secret.encode(), self.warn)
         except NasError as exc:
             raise Invalid("secret", str(exc)) from None
+
+    def registry(self) -> NasRegistry:
+        """Static ``[[nas]]`` entries plus the database's, as one registry (what the server serves)."""
+        static = [nas_from_config(section, self.config, warn=self.warn) for section in self.config.nas]
+        return NasRegistry(static + self.registry_entries())
 
     def registry_entries(self) -> list[Nas]:
         """Database NAS entries with their secrets decrypted, for the NAS registry."""

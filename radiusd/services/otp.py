@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Callable
 
@@ -26,7 +26,7 @@ from radiusd.crypto import SeedKey
 from radiusd.db.engine import Database
 from radiusd.db.tables import otp_enrolments, users
 from radiusd.decisions import Reason
-from radiusd.services import Conflict, Invalid, NotFound
+from radiusd.services import Clocked, Conflict, Invalid, NotFound
 from radiusd.services.audit import record_event
 from radiusd.services.blocks import BlockService
 from radiusd.services.users import find_user
@@ -35,6 +35,7 @@ SEED_BYTES = 20  # 160 bits, RFC 4226 §4's recommendation
 DIGITS = 6
 PERIOD = 30
 ACTIVATION_CODE_BYTES = 10
+ACTIVATION_PURPOSE = "activation-code"  # keyed digest of the activation code (``/mobile/activate``)
 NAME_TOTP = "totp"
 
 
@@ -70,7 +71,7 @@ class Enrolment:
     secret_encrypted: bytes
 
 
-class OtpService:
+class OtpService(Clocked):
     def __init__(self, database: Database, seed_key: SeedKey, mfa: MfaSection,
                  clock: Callable[[], float], actor: str = "cli"):
         self.database = database
@@ -79,8 +80,6 @@ class OtpService:
         self.clock = clock
         self.actor = actor
 
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), timezone.utc)
 
     # -- administration --------------------------------------------------------------------------
 
@@ -93,7 +92,7 @@ class OtpService:
         expires_at = now + timedelta(seconds=self.mfa.enrollment_ttl_seconds)
         values = dict(secret_encrypted=self.seed_key.encrypt(seed, seed_purpose(user_id)), verified=False,
                       enrolled_at=now, expires_at=expires_at, verified_at=None, last_step=None,
-                      activation_code_hash=self.seed_key.digest(activation_code.encode(), "activation-code"))
+                      activation_code_hash=self.seed_key.digest(activation_code.encode(), ACTIVATION_PURPOSE))
         with self.database.writer.begin() as conn:
             existing = conn.execute(select(otp_enrolments.c.verified)
                                     .where(otp_enrolments.c.user_id == user_id)).first()

@@ -204,15 +204,37 @@ def to_view(row, now: datetime | None = None) -> dict:
     }
 
 
+def filter_users(query, now: datetime, *, q: str | None = None, status: Status | None = None,
+                 expires_before: datetime | None = None):
+    """``query`` (over the users table) narrowed by the list filters of ``GET /users``."""
+    if q:
+        pattern = f"%{q.lower()}%"
+        query = query.where(or_(*(func.lower(column).like(pattern) for column in (
+            users.c.username, users.c.first_name, users.c.last_name, users.c.email))))
+    if expires_before is not None:
+        query = query.where(users.c.expires_at < expires_before)
+    if status == "disabled":
+        query = query.where(users.c.enabled.is_(False))
+    elif status == "blocked":
+        query = query.where(users.c.enabled.is_(True), blocked_clause(now))
+    elif status == "expired":
+        query = query.where(users.c.enabled.is_(True), not_blocked_clause(now), users.c.expires_at <= now)
+    elif status == "active":
+        query = query.where(users.c.enabled.is_(True), not_blocked_clause(now),
+                            or_(users.c.expires_at.is_(None), users.c.expires_at > now))
+    return query
+
+
 class UserService:
     """Use-cases on local users, shared by ``radiusd-admin`` and the admin API."""
 
     def __init__(self, database: Database, hasher: PasswordHasher, dictionary: RadiusDictionary,
-                 actor: str = "cli"):
+                 actor: str = "cli", sessions=None):
         self.database = database
         self.hasher = hasher
         self.dictionary = dictionary
         self.actor = actor
+        self.sessions = sessions  # a SessionService: disabling or expiring terminates sessions (SPEC §4)
 
     def _audit(self, action: str, username: str, **detail) -> None:
         record_event(self.database, "admin", username=username, result="ok", reason=action,
@@ -246,10 +268,16 @@ class UserService:
         values = parse_fields(fields, partial=True)
         if "reply_attributes" in values:
             check_reply_attributes(self.dictionary, values["reply_attributes"])
-        return self._change(username, "user.update", fields=sorted(values), **values)
+        changed = self._change(username, "user.update", fields=sorted(values), **values)
+        if values.get("expires_at") is not None and values["expires_at"] <= utcnow() and self.sessions is not None:
+            self.sessions.notice_expiry(username)  # at once, not at the next sweep
+        return changed
 
     def set_enabled(self, username: str, enabled: bool) -> dict:
-        return self._change(username, "user.enable" if enabled else "user.disable", enabled=enabled)
+        changed = self._change(username, "user.enable" if enabled else "user.disable", enabled=enabled)
+        if not enabled and self.sessions is not None:
+            self.sessions.terminate_user_later(username, "disabled")
+        return changed
 
     def set_password(self, username: str, password: str, confirmation: str | None = None) -> dict:
         return self._change(username, "user.password",
@@ -266,22 +294,8 @@ class UserService:
              cursor: str | None = None) -> tuple[list[dict], str | None]:
         """A page of users ordered by username; the cursor is the last username shown."""
         now = utcnow()
-        query = select(users).order_by(users.c.username)
-        if q:
-            pattern = f"%{q.lower()}%"
-            query = query.where(or_(*(func.lower(column).like(pattern) for column in (
-                users.c.username, users.c.first_name, users.c.last_name, users.c.email))))
-        if expires_before is not None:
-            query = query.where(users.c.expires_at < expires_before)
-        if status == "disabled":
-            query = query.where(users.c.enabled.is_(False))
-        elif status == "blocked":
-            query = query.where(users.c.enabled.is_(True), blocked_clause(now))
-        elif status == "expired":
-            query = query.where(users.c.enabled.is_(True), not_blocked_clause(now), users.c.expires_at <= now)
-        elif status == "active":
-            query = query.where(users.c.enabled.is_(True), not_blocked_clause(now),
-                                or_(users.c.expires_at.is_(None), users.c.expires_at > now))
+        query = filter_users(select(users).order_by(users.c.username), now, q=q, status=status,
+                             expires_before=expires_before)
         if cursor:
             query = query.where(users.c.username > cursor)
         with self.database.engine.connect() as conn:

@@ -143,9 +143,10 @@ class ApiServer:
         return RadiusClient(self.server.auth_port)
 
 
-def start_api_server(directory: Path, database_url: str | None = None, sections: dict | None = None) -> ApiServer:
+def start_api_server(directory: Path, database_url: str | None = None, sections: dict | None = None,
+                     nas: list[dict] | None = None) -> ApiServer:
     url = database_url or f"sqlite:///{directory / 'radiusd.db'}"
-    config = write_config(directory, url, sections=sections)
+    config = write_config(directory, url, sections=sections, nas=nas)
     admin(config, "db", "upgrade")
     created = json.loads(admin(config, "api-client", "ensure-admin").stdout)
     server = ServerProcess(config, directory / "radiusd.log").start()
@@ -178,16 +179,22 @@ def step_start() -> float:
     return now
 
 
-def enrolled_user(api: Api, username: str, *, password: str | None = PASSWORD) -> tuple[pyotp.TOTP, float]:
-    """A user with a verified SoftOTP enrolment; returns its TOTP and the time whose step the
-    verification consumed (codes of later steps are still fresh)."""
-    body = {"username": username}
+def enrolment_for(api: Api, username: str, *, password: str | None = PASSWORD, **fields) -> dict:
+    """Create the user (``fields`` as for ``POST /users``) and enrol them: the enrolment as
+    shown once (otpauth URI, activation code)."""
+    body = {"username": username, **fields}
     if password:
         body.update(password=password, password_confirmation=password)
     assert api.post("/api/v1/users", body).status == 201
     enrolment = api.post(f"/api/v1/softotp/{username}/enroll")
     assert enrolment.status == 201, enrolment.raw
-    totp = totp_of(enrolment.json())
+    return enrolment.json()
+
+
+def enrolled_user(api: Api, username: str, *, password: str | None = PASSWORD) -> tuple[pyotp.TOTP, float]:
+    """A user with a verified SoftOTP enrolment; returns its TOTP and the time whose step the
+    verification consumed (codes of later steps are still fresh)."""
+    totp = totp_of(enrolment_for(api, username, password=password))
     now = step_start()
     verified = api.post(f"/api/v1/softotp/{username}/verify", {"otp": totp.at(now - 30)})
     assert verified.json() == {"username": username, "valid": True, "verified": True}
@@ -202,3 +209,18 @@ def assert_problem(reply: Response, status: int, code: str) -> dict:
     assert document["status"] == status and document["code"] == code, document
     assert document["type"].endswith(code)
     return document
+
+
+def activated_user(api: Api, username: str, *, password: str | None = PASSWORD,
+                   **fields) -> tuple[pyotp.TOTP, Api]:
+    """A user whose authenticator app is activated (``POST /mobile/activate``): its TOTP and an
+    Api holding the device token. The activation uses the previous step's code, so the current
+    step's code is still fresh for a login."""
+    enrolment = enrolment_for(api, username, password=password, **fields)
+    totp = totp_of(enrolment)
+    now = step_start()
+    reply = Api(api.port).post("/api/v1/mobile/activate", {
+        "activation_code": enrolment["activation_code"], "otp": totp.at(now - 30),
+        "device_name": "test phone", "platform": "test"})
+    assert reply.status == 201, reply.raw
+    return totp, Api(api.port, reply.json()["device_token"])

@@ -16,6 +16,10 @@ EXAMPLES_PER_OPERATION = 25
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_headers_conformance, checks.response_schema_conformance,
           checks.negative_data_rejection]
+# The CSV import's body is text: whatever schemathesis sends as a "wrongly typed" body ({} or 5)
+# arrives as the text of a one-cell CSV file, which the dry run rightly answers with its report.
+TEXT_BODY_CHECKS = [check for check in CHECKS if check is not checks.negative_data_rejection]
+TEXT_BODY_OPERATIONS = {("POST", "/api/v1/users/import")}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,8 @@ def fuzzed_server(tmp_path_factory):
 
 
 schema = schemathesis.openapi.from_dict(openapi_document())  # the file; the server is given per call
-SCOPE_OF = {"/api/v1/auth": "agent", "/api/v1/otp/verify": "user"}
+SCOPE_OF = {"/api/v1/auth": "agent", "/api/v1/otp/verify": "user", "/api/v1/push": "user",
+            "/api/v1/push/{push_id}": "user"}  # device routes get an admin token: 403 (documented)
 
 
 @schema.parametrize()
@@ -40,4 +45,6 @@ def test_api_conforms_to_its_openapi_document(case, fuzzed_server):
     headers = {}
     if case.path != "/oauth/token":
         headers["Authorization"] = f"Bearer {tokens[SCOPE_OF.get(case.path, 'admin')]}"
-    case.call_and_validate(base_url=f"http://127.0.0.1:{server.port}", headers=headers, checks=CHECKS)
+    text_body = (case.method.upper(), case.path) in TEXT_BODY_OPERATIONS
+    case.call_and_validate(base_url=f"http://127.0.0.1:{server.port}", headers=headers,
+                           checks=TEXT_BODY_CHECKS if text_body else CHECKS)

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from radiusd.config import ConfigError, SecretRef, SecuritySection
-from radiusd.crypto import DecryptionError, PasswordHasher, SeedKey, create_seed_key_file
+from radiusd.crypto import DecryptionError, PasswordHasher, SeedKey, create_seed_key_file, hash_scheme
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +148,32 @@ def test_parameters_below_the_owasp_floor_are_refused():
 def test_dummy_verify_accepts_any_password_without_raising(hasher):
     hasher.dummy_verify(b"whatever")
     hasher.dummy_verify(None)
+
+
+# -- hashes imported from other systems (issue 6) ----------------------------------------------------
+
+def test_bcrypt_hashes_verify_and_always_need_a_rehash(hasher):
+    import bcrypt
+
+    for prefix in (b"$2b$", b"$2a$", b"$2y$"):
+        stored = (prefix + bcrypt.hashpw(b"correct horse battery", bcrypt.gensalt(4))[4:]).decode()
+        assert hash_scheme(stored) == "bcrypt"
+        assert hasher.verify(stored, b"correct horse battery") is True
+        assert hasher.verify(stored, b"wrong horse battery") is False
+        assert hasher.needs_rehash(stored) is True
+
+
+def test_bcrypt_reads_the_first_72_bytes_of_a_long_password_as_other_systems_did(hasher):
+    import bcrypt
+
+    long_password = b"x" * 72
+    stored = bcrypt.hashpw(long_password, bcrypt.gensalt(4)).decode()
+    assert hasher.verify(stored, long_password + b"ignored beyond 72 bytes") is True
+
+
+def test_hash_scheme_knows_argon2_and_bcrypt_and_nothing_else(hasher):
+    assert hash_scheme(hasher.hash("correct horse battery")) == "argon2"
+    for stored in ("$argon2id$v=19$m=19456,t=2,p=1$broken", "$2b$04$tooshort", "$1$md5$crypt",
+                   "{SSHA}abc", "plaintext"):
+        assert hash_scheme(stored) is None, stored
+    assert hasher.verify("$2b$04$" + "." * 53, b"anything") is False  # well-formed, matches nothing

@@ -67,7 +67,9 @@ class Dispatcher:
 
 
 class Harness:
-    def __init__(self, **settings):
+    """A protocol (the auth port's unless ``protocol_class`` says otherwise) over a fake transport."""
+
+    def __init__(self, protocol_class=AuthProtocol, **settings):
         values = dict(dedupe_seconds=10, reject_delay_seconds=1.0, max_pending_requests=100,
                       plugin_timeout_seconds=5, on_backend_error="drop")
         values.update(settings)
@@ -84,7 +86,7 @@ class Harness:
                 require_message_authenticator=False),
             Nas(name="v6nas", network=ipaddress.ip_network("2001:db8:1::/64"), secret=SECRET),
         ])
-        self.protocol = AuthProtocol(
+        self.protocol = protocol_class(
             registry=registry, dedupe=DuplicateCache(self.settings.dedupe_seconds, self.clock.seconds),
             metrics=self.metrics, settings=self.settings, clock=self.clock, dispatch=self.dispatcher,
             ready=lambda: self.is_ready)
@@ -140,6 +142,12 @@ def access_request(*, secret=SECRET, message_authenticator=True, identifier=None
     request["User-Name"] = user
     if password is not None:
         request["User-Password"] = request.PwCrypt(password)
+    return encoded(request, attributes, proxy_states)
+
+
+def encoded(request, attributes: dict, proxy_states=()):
+    """``request`` with ``attributes`` (``_`` for ``-`` in names) and Proxy-States added, its
+    bytes in ``request.wire``."""
     for name, value in attributes.items():
         request[name.replace("_", "-")] = value
     for value in proxy_states:
