@@ -144,6 +144,9 @@ def register_plugins(context: PluginContext) -> pluggy.PluginManager:
     enabled = [name for name in plugins.order if name not in plugins.disabled]
     for name in reversed(enabled):
         manager.register(_load(name, context), name=name)
+    if not manager.hook.radiusd_check_account.get_hookimpls():
+        # Without it, disabled, expired and blocked users would be accepted: fail at start-up.
+        raise ConfigError("[plugins] order: no enabled plugin checks account state (account_state or a replacement)")
     return manager
 
 

@@ -67,7 +67,7 @@ class Runtime:
     def load_registry(self, config: Config | None = None) -> NasRegistry:
         """Static NAS entries from ``config`` plus the database's, as one registry."""
         return NasService(self.database, self.seed_key, config or self.config,
-                          warn=lambda text: log.warn(text)).registry()
+                          warn=lambda text: log.warn("{text}", text=text)).registry()
 
     def process(self, request: AuthRequest) -> Outcome:
         """Worker-pool entry: decide, then encode the reply attributes off the reactor."""

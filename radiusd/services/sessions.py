@@ -308,9 +308,9 @@ class SessionService:
                 self.disconnect_later(targets, lambda results: self.record_results(results, reason))
         except Exception as exc:
             log.error("could not terminate the sessions of [{user}] ({reason}): {error}", user=username,
-                      reason=reason, error=f"{type(exc).__name__}: {exc}")
+                      reason=reason, error=type(exc).__name__)
             if self.on_error is not None:
-                self.on_error(f"could not terminate the sessions of {username}: {exc}")
+                self.on_error(f"could not terminate the sessions of {username}: {type(exc).__name__}")
 
     def _targets(self, username: str) -> tuple[list[DisconnectTarget], list[DisconnectResult]]:
         """Where to send each open session's Disconnect-Request: the NAS's own address when its

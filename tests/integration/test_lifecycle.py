@@ -212,6 +212,15 @@ def test_plugins_refuses_disabling_a_plugin_not_in_order(tmp_path, sqlite_url):
     assert_refused(radiusd(path, "plugins"), "audit")
 
 
+def test_plugins_refuses_an_order_that_checks_no_account_state(tmp_path, sqlite_url):
+    # without account_state, disabled, expired and blocked users would be accepted
+    path = write_config(tmp_path, sqlite_url, sections={"plugins": {
+        "order": ["account_state", "local_users", "audit"], "disabled": ["account_state"]}})
+    assert_refused(radiusd(path, "plugins"), "account state")
+    upgrade(sqlite_url)
+    assert_refused(radiusd(path, "serve", timeout=30), "account state")
+
+
 # -- serve -------------------------------------------------------------------------------------
 
 def test_serve_refuses_to_start_without_the_seed_key(config, tmp_path):
