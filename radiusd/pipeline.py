@@ -56,7 +56,11 @@ class Pipeline:
                 return None
             decision = Reject(Reason.PUSH_TIMEOUT, "pipeline", "no plugin resolved the held decision")
         if isinstance(decision, Accept):
-            decision = Accept(self.reply_attributes(request, user), decision.decided_by)
+            # The account may have been disabled, blocked or removed while the push waited.
+            current = self.hook.radiusd_find_user(request=request)
+            refused = Reject(Reason.UNKNOWN_USER, "pipeline") if current is None else \
+                self.hook.radiusd_check_account(request=request, user=current)
+            decision = refused or Accept(self.reply_attributes(request, current), decision.decided_by)
         self.hook.radiusd_post_auth(request=request, user=user, decision=decision)
         return decision
 

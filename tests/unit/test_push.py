@@ -253,6 +253,17 @@ def test_append_mode_push_is_held_until_approved_then_accepted_with_reply_attrib
     assert world.auth_events("alice") == ["ok"]
 
 
+def test_an_approved_push_is_refused_when_the_user_was_blocked_meanwhile(world):
+    user_id = world.add_user("carol")
+    world.activate("carol")
+    sent, pending = held(world, "carol")
+    [push] = world.pushes().pending_for(user_id)
+    world.blocks().block("carol", permanent=True, reason="lost laptop")
+    world.pushes().decide(push["push_id"], user_id=user_id, approve=True)
+    assert world.runtime.pipeline.resume(sent, pending).reason == Reason.BLOCKED
+    assert world.auth_events("carol") == ["blocked"]
+
+
 def test_a_denied_push_is_rejected_as_push_denied_and_counts_a_failure(world):
     user_id = world.add_user("bob")
     world.activate("bob")
