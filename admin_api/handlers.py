@@ -359,7 +359,7 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
         if user is None:
             raise NotFound("user", body.username)
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
-        if not user.enabled or user.is_blocked(now) or user.is_expired(now):
+        if user.status(now) != "active":
             raise Conflict("username", f"{body.username} may not log in now")
         device = self.devices().device_of(user.id)
         if device is None:

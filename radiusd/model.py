@@ -29,6 +29,14 @@ class User:
     def is_blocked(self, now: datetime) -> bool:
         return self.block_permanent or (self.blocked_until is not None and self.blocked_until > now)
 
+    def status(self, now: datetime) -> str:
+        """active, disabled, blocked or expired (the first that applies, in that order)."""
+        if not self.enabled:
+            return "disabled"
+        if self.is_blocked(now):
+            return "blocked"
+        return "expired" if self.is_expired(now) else "active"
+
 
 @dataclass(frozen=True, slots=True)
 class Nas:

@@ -97,7 +97,7 @@ class DeviceService(Clocked):
             self._audit(row.username, "reject", "activation_code_expired")
             raise ActivationRefused("activation_code", "the activation code expired; ask for a new enrolment")
         user = find_user(self.database, row.username)
-        if user is None or not user.enabled or user.is_blocked(now) or user.is_expired(now):
+        if user is None or user.status(now) != "active":
             self._audit(row.username, "reject", "account_refused")
             raise ActivationRefused("activation_code", "this account may not activate a device now")
         enrolment = Enrolment(row.id, row.user_id, row.verified, row.expires_at, row.last_step, row.secret_encrypted)

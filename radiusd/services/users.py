@@ -166,23 +166,10 @@ def find_user(database: Database, username: str) -> User | None:
     return user_from_row(row) if row else None
 
 
-def is_blocked(row, now: datetime) -> bool:
-    return row.block_permanent or (row.blocked_until is not None and row.blocked_until > now)
-
-
-def status_of(row, now: datetime) -> Status:
-    if not row.enabled:
-        return "disabled"
-    if is_blocked(row, now):
-        return "blocked"
-    if row.expires_at is not None and row.expires_at <= now:
-        return "expired"
-    return "active"
-
-
 def to_view(row, now: datetime | None = None) -> dict:
     """A user as the CLI and API show it: every field but secrets, plus derived status."""
     now = now or utcnow()
+    user = user_from_row(row)
     return {
         "username": row.username,
         "first_name": row.first_name,
@@ -196,8 +183,8 @@ def to_view(row, now: datetime | None = None) -> dict:
         "description": row.description,
         "mfa_exempt": row.mfa_exempt,
         "reply_attributes": list(row.reply_attributes or []),
-        "status": status_of(row, now),
-        "blocked": is_blocked(row, now),
+        "status": user.status(now),
+        "blocked": user.is_blocked(now),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
         "last_login_at": row.last_login_at,
