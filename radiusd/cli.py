@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import click
 
 from radiusd.config import ConfigError, config_path, load_config
 
 WORKER_ENV = "RADIUSD_WORKER_INDEX"
+STARTUP_SECONDS = 20  # building the runtime (the database's schema check) may take no longer
 
 
 def fail(message: str, code: int = 1):
@@ -35,6 +37,49 @@ def _load(path):
         fail(str(exc))
 
 
+def _bounded(seconds: float, stalled: str, function, *args):
+    """``function(*args)`` in a daemon thread; ``fail(stalled)`` if it has not returned in
+    ``seconds``. A database that accepts connections and never answers would otherwise hang
+    start-up without a word (the thread is abandoned: the process exits)."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as exc:  # re-raised in the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="radiusd-startup", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        fail(f"{stalled}: no answer within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _checked_runtime(config):
+    """The runtime, once the database has answered a health probe (reachable, writable, in
+    time); any failure ends the process with one line."""
+    from radiusd.db.engine import PG_CONNECT_TIMEOUT_SECONDS
+    from radiusd.health import describe
+    from radiusd.service import build_runtime
+
+    try:
+        runtime = _bounded(STARTUP_SECONDS, "database unreachable", build_runtime, config)
+    except ConfigError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a plugin that cannot be built
+        fail(f"{type(exc).__name__}: {exc}")
+    timeout = config.ops.health_timeout_seconds
+    try:
+        _bounded(timeout + PG_CONNECT_TIMEOUT_SECONDS, "database check failed", runtime.database.probe, timeout)
+    except Exception as exc:
+        fail(f"database check failed: {describe(exc)}")
+    return runtime
+
+
 @main.command()
 @click.pass_obj
 def serve(path):
@@ -42,13 +87,10 @@ def serve(path):
     from twisted.internet import reactor
 
     from radiusd.logs import start_logging
-    from radiusd.service import RadiusService, build_runtime
+    from radiusd.service import RadiusService
 
     config = _load(path)
-    try:
-        runtime = build_runtime(config)
-    except ConfigError as exc:
-        fail(str(exc))
+    runtime = _checked_runtime(config)
     start_logging(config.logging.format, config.logging.level)
     worker = os.environ.get(WORKER_ENV)
     service = RadiusService(runtime, reactor, config_path=path, serve_ops=worker is None, serve_api=worker is None)
@@ -102,12 +144,11 @@ def check_config(path):
     """Validate configuration, dictionaries, attribute names, database, seed key and the
     plugins' backends (e.g. the LDAP service-account bind)."""
     from radiusd.hookspecs import health_checks
-    from radiusd.service import build_runtime
     from radiusd.services.users import stored_attribute_problems
 
     config = _load(path)
+    runtime = _checked_runtime(config)
     try:
-        runtime = build_runtime(config)
         registry = runtime.load_registry()
     except ConfigError as exc:
         fail(str(exc))

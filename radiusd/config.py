@@ -108,6 +108,9 @@ class ApiSection(ListenSection):
 
 class OpsSection(ListenSection):
     port: int = Field(9812, ge=0, le=65535)
+    health_timeout_seconds: float = Field(3, gt=0, le=60)  # a health probe not back by then has failed
+    backend_error_ratio: float = Field(0.5, gt=0, le=1)  # not ready above this share of backend errors...
+    backend_error_window_seconds: float = Field(10, ge=1, le=600)  # ...among the requests decided in this window
 
 
 class LockoutSection(Section):

@@ -1,54 +1,134 @@
 """The ops site: ``/metrics`` (Prometheus), ``/livez`` and ``/readyz``.
 
-A monitor pings the database every few seconds from the worker pool, and runs the plugins'
-named checks (e.g. ``ldap``) beside it; ``/readyz`` and the Status-Server answer read the last
-results, so neither ever blocks the reactor. Status-Server follows the database only: local
-users still log in while a directory is down.
+A monitor probes the database every few seconds from a worker thread, and runs the plugins'
+named checks (e.g. ``ldap``) beside it. Every probe is bounded: one that has not returned
+within ``[ops] health_timeout_seconds`` has failed, and is not started again until its thread
+comes back, so a hung database turns the check red instead of leaving the last "ok" in place.
+The pipeline reports each decided request (``record_request``); more backend errors than
+``[ops] backend_error_ratio`` over the window makes the server not ready as well.
+
+``/readyz`` and the Status-Server answer read these results, so neither ever blocks the reactor.
+``ready`` (Status-Server) follows the database and the backend error rate only: local users
+still log in while a directory is down, which ``/readyz`` shows.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
+from radiusd.config import OpsSection
 from radiusd.db.engine import Database
 from radiusd.metrics import Metrics
 
 log = Logger(namespace="radiusd.health")
 CHECK_INTERVAL_SECONDS = 2.0
 NOT_CHECKED = "not checked yet"
+DATABASE = "database"
+BACKEND_ERRORS = "backend_errors"
+REFRESH = "refresh"
+MIN_WINDOW_REQUESTS = 10  # fewer decided requests in the window say nothing about an error rate
+
+
+class ErrorWindow:
+    """Backend errors among the requests decided in the last ``seconds``, kept in one-second
+    buckets so that memory does not grow with the request rate. Reactor thread only."""
+
+    def __init__(self, clock, seconds: float, ratio: float, minimum: int = MIN_WINDOW_REQUESTS):
+        self.clock = clock
+        self.seconds = seconds
+        self.ratio = ratio
+        self.minimum = minimum
+        self._buckets: deque[list[int]] = deque()  # [second, requests, errors], oldest first
+
+    def record(self, error: bool) -> None:
+        second = int(self.clock.seconds())
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._expire()
+            self._buckets.append([second, 0, 0])
+        bucket = self._buckets[-1]
+        bucket[1] += 1
+        bucket[2] += bool(error)
+
+    def clear(self) -> None:
+        self._buckets.clear()
+
+    def failing(self) -> str | None:
+        """Why the error rate is too high, or None."""
+        self._expire()
+        requests = sum(bucket[1] for bucket in self._buckets)
+        errors = sum(bucket[2] for bucket in self._buckets)
+        if requests < self.minimum or errors <= self.ratio * requests:
+            return None
+        return f"{errors} of {requests} requests in the last {self.seconds:g} s failed on a backend"
+
+    def _expire(self) -> None:
+        horizon = self.clock.seconds() - self.seconds
+        while self._buckets and self._buckets[0][0] + 1 <= horizon:
+            self._buckets.popleft()
+
+
+def describe(error: BaseException) -> str:
+    """One line naming what failed: a plugin's ``detail``, else the driver error's type and first line."""
+    detail = getattr(error, "detail", "")
+    if detail:
+        return detail
+    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's exception
+    first_line = (str(cause).strip().splitlines() or [""])[0][:200]
+    return f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__
 
 
 class HealthMonitor:
-    """Keeps ``checks`` (name → error text or None) up to date; ``ok`` when all pass."""
+    """Keeps ``checks`` (name → error text or None) up to date; ``ok`` when all pass, ``ready``
+    when the database and the backend error rate do.
 
-    def __init__(self, reactor, pool, database: Database, interval: float = CHECK_INTERVAL_SECONDS,
-                 refresh=lambda: None, probes: dict[str, Callable[[], None]] | None = None):
-        self.reactor = reactor
-        self.pool = pool
-        self.database = database
-        self.refresh = refresh  # gauges read from the database, refreshed after each good ping
-        self.probes = dict(probes or {})  # name → callable raising when unhealthy (plugins')
-        self.checks: dict[str, str | None] = {"database": None, **{name: NOT_CHECKED for name in self.probes}}
-        self._probing: set[str] = set()
-        self._loop = LoopingCall(self.check)
-        self._loop.clock = reactor
+    ``run(function)`` runs a blocking function in a worker thread and returns a Deferred of
+    its result; ``refresh`` (gauges read from the database) runs that way after each good
+    database probe.
+    """
+
+    def __init__(self, clock, run: Callable[[Callable[[], None]], Deferred], database: Database,
+                 settings: OpsSection, *, interval: float = CHECK_INTERVAL_SECONDS,
+                 refresh: Callable[[], None] = lambda: None, probes: dict[str, Callable[[], None]] | None = None):
+        self.clock = clock
+        self.run = run
+        self.timeout = settings.health_timeout_seconds
         self.interval = interval
+        self.refresh = refresh
+        self.probes = {DATABASE: lambda: database.probe(self.timeout), **(probes or {})}
+        self.errors = ErrorWindow(clock, settings.backend_error_window_seconds, settings.backend_error_ratio)
+        self._results: dict[str, str | None] = {name: NOT_CHECKED for name in self.probes}
+        self._results.update({DATABASE: None, BACKEND_ERRORS: None})  # ``radiusd serve`` checked the database
+        self._running: set[str] = set()  # probes (and the refresh) whose thread has not returned
+        self._timers: dict = {}  # name → the pending timeout of its run
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = clock
+
+    @property
+    def checks(self) -> dict[str, str | None]:
+        return {**self._results, BACKEND_ERRORS: self.errors.failing()}  # the window, as of now
 
     @property
     def ok(self) -> bool:
         return all(error is None for error in self.checks.values())
 
     @property
-    def database_ok(self) -> bool:
-        return self.checks["database"] is None
+    def ready(self) -> bool:
+        """Whether to answer Status-Server: the database answers in time and the pipeline's
+        backend error rate is below the threshold."""
+        return self._results[DATABASE] is None and self.errors.failing() is None
+
+    def record_request(self, backend_error: bool) -> None:
+        """Reactor thread, once per decided Access-Request: did a backend fail it?"""
+        self.errors.record(backend_error)
 
     def start(self):
         return self._loop.start(self.interval, now=True)
@@ -56,40 +136,55 @@ class HealthMonitor:
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
 
-    def check(self):
+    def check(self) -> None:
+        """Start every probe whose previous run has returned; returns at once (the loop must
+        not wait on a probe that may hang)."""
+        self._note(BACKEND_ERRORS, self.errors.failing())
         for name, probe in self.probes.items():
-            if name not in self._probing:  # a slow probe is not started twice, nor waited for
-                self._probing.add(name)
-                deferToThreadPool(self.reactor, self.pool, probe).addBoth(self._probed, name)
-        done = deferToThreadPool(self.reactor, self.pool, self._ping_and_refresh)
-        done.addCallbacks(self._passed, self._failed)
-        return done
+            if name not in self._running:
+                self._start(name, probe)
 
-    def _ping_and_refresh(self) -> None:
-        self.database.ping()
-        self.refresh()
+    def _start(self, name: str, probe: Callable[[], None]) -> None:
+        self._running.add(name)
+        timer = self._timers[name] = self.clock.callLater(self.timeout, self._note, name,
+                                                          f"no answer within {self.timeout:g} s")
 
-    def _passed(self, _):
-        if self.checks["database"] is not None:
-            log.info("database reachable again")
-        self.checks["database"] = None
+        def returned(result):
+            self._running.discard(name)
+            if not timer.active():
+                return  # too late: the timeout has counted it, the next run decides
+            timer.cancel()
+            self._note(name, describe(result.value) if isinstance(result, Failure) else None)
+            if name == DATABASE and not isinstance(result, Failure):
+                self._refresh()
 
-    def _failed(self, failure):
-        if self.checks["database"] is None:
-            log.error("database unreachable: {error}", error=type(failure.value).__name__)
-        self.checks["database"] = f"unreachable ({type(failure.value).__name__})"
+        self.run(probe).addBoth(returned)
 
-    def _probed(self, result, name: str) -> None:
-        self._probing.discard(name)
-        error = None
-        if isinstance(result, Failure):
-            error = getattr(result.value, "detail", "") or f"{type(result.value).__name__}: {result.value}"
-        if error and self.checks[name] in (None, NOT_CHECKED):
+    def _refresh(self) -> None:
+        if REFRESH in self._running:
+            return
+        self._running.add(REFRESH)
+
+        def failed(failure):
+            log.warn("gauges not refreshed: {error}", error=describe(failure.value))
+
+        self.run(self.refresh).addErrback(failed).addBoth(lambda _: self._running.discard(REFRESH))
+
+    def _note(self, name: str, error: str | None) -> None:
+        if name == DATABASE:
+            error = error and f"unreachable ({error})"
+        before = self._results[name]
+        if error and before in (None, NOT_CHECKED):
             log.error("{check} check failing: {error}", check=name, error=error)
-        elif error is None and self.checks[name] not in (None, NOT_CHECKED):
+        elif error is None and before not in (None, NOT_CHECKED):
             log.info("{check} check passes again", check=name)
-        self.checks[name] = error
+            if name == DATABASE:
+                self.errors.clear()  # errors of the outage are explained; readiness returns with the database
+        self._results[name] = error
 
 
 class JsonResource(Resource):

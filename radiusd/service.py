@@ -143,8 +143,9 @@ class RadiusService(MultiService):
         self.acct_pool = ThreadPool(minthreads=1, maxthreads=ACCT_THREADS, name="radiusd-acct")
         self.on_nas_change = self.reload  # the CLI adds signalling its worker processes
         self.blocks = BlockService(runtime.database, self.config.lockout, time.time)
-        self.monitor = HealthMonitor(reactor, reactor.getThreadPool(), runtime.database,
-                                     refresh=self.refresh_gauges, probes=health_checks(runtime.plugin_manager))
+        self.monitor = HealthMonitor(reactor, lambda probe: deferToThreadPool(reactor, reactor.getThreadPool(), probe),
+                                     runtime.database, self.config.ops, refresh=self.refresh_gauges,
+                                     probes=health_checks(runtime.plugin_manager))
         self.dedupe = DuplicateCache(self.config.server.dedupe_seconds, reactor.seconds)
         self.acct_dedupe = DuplicateCache(self.config.server.dedupe_seconds, reactor.seconds)
         self.disconnects = DisconnectClient(reactor, self.config.accounting)
@@ -172,7 +173,7 @@ class RadiusService(MultiService):
             protocol = AuthProtocol(
                 registry=registry, dedupe=self.dedupe, metrics=self.runtime.metrics,
                 settings=self.config.server, clock=self.reactor, dispatch=self.dispatch,
-                ready=lambda: self.monitor.database_ok,
+                ready=lambda: self.monitor.ready,
                 settle=lambda outcome, request: self.runtime.settle(self.reactor, self.pool, outcome, request))
             sock = udp_socket(address, self.config.server.auth_port, reuse_port)
             family = sock.family
@@ -185,7 +186,7 @@ class RadiusService(MultiService):
                 protocol = AccountingProtocol(
                     registry=registry, dedupe=self.acct_dedupe, metrics=self.runtime.metrics,
                     settings=self.config.server, clock=self.reactor, dispatch=self.dispatch_accounting,
-                    ready=lambda: self.monitor.database_ok)
+                    ready=lambda: self.monitor.ready)
                 sock = udp_socket(address, self.config.server.acct_port, reuse_port)
                 self.acct_ports.append(self.reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol))
                 sock.close()

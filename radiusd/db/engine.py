@@ -2,6 +2,12 @@
 
 SQLite runs in WAL mode with a busy timeout; writers use ``BEGIN IMMEDIATE`` (through
 ``Database.writer``) so that two writers queue on the lock instead of failing on upgrade.
+PostgreSQL connections have a connect timeout and TCP keepalives, so neither a server that
+accepts and never answers nor a dead peer can hold a thread forever.
+
+``Database.probe`` is the health check: a connection of its own (never one from the request
+pool, so a busy pool does not fail it and a stale one does not pass it), bounded by the
+caller's timeout, that must also be able to write.
 """
 
 from __future__ import annotations
@@ -10,8 +16,17 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_SECONDS = 5  # libpq counts whole seconds, at least 2
+# libpq connection parameters; the URL's query string may set any of them differently.
+PG_CONNECT_ARGS = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms that sent data may stay unacknowledged before the connection dies
+}
+PROBE_TABLE = "users"  # every login writes it: a lock on it (a migration, a LOCK TABLE) stalls them all
 
 
 class Database:
@@ -19,8 +34,9 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 8):
         self.url = make_url(url)
-        self.engine = _create(url, pool_size)
+        self.engine = _create(url, pool_size=pool_size)
         self.writer: Engine = self.engine.execution_options(write=True)
+        self._probe_engine = _create(url, poolclass=NullPool)  # a fresh connection per probe
 
     @property
     def is_sqlite(self) -> bool:
@@ -31,22 +47,49 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    def probe(self, timeout: float) -> None:
+        """Raise unless the database answers and grants a writer's lock within about ``timeout``
+        seconds (and the connect timeout): SQLite's write lock and a rolled-back write (a locked,
+        read-only or unwritable file fails), PostgreSQL's lock on the users table in a writable
+        transaction (a standby, a read-only session or a held table lock fails)."""
+        milliseconds = max(1, int(timeout * 1000))
+        with self._probe_engine.connect() as conn:  # closing it rolls the probe's transaction back
+            if self.is_sqlite:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={milliseconds}")
+                conn.rollback()  # of the plain BEGIN that the pragma auto-began
+                conn.execution_options(write=True).begin()  # BEGIN IMMEDIATE: the write lock
+                version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+                conn.exec_driver_sql(f"PRAGMA user_version={int(version)}")  # a write, never committed
+                return
+            conn.begin()
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+            if conn.exec_driver_sql("SELECT current_setting('transaction_read_only')").scalar() == "on":
+                raise ReadOnlyDatabase("the database accepts no writes (a standby or a read-only session)")
+            conn.exec_driver_sql(f"LOCK TABLE {PROBE_TABLE} IN ROW EXCLUSIVE MODE")
+
     def dispose(self) -> None:
         self.engine.dispose()
+        self._probe_engine.dispose()
 
 
-def _create(url: str, pool_size: int) -> Engine:
+class ReadOnlyDatabase(Exception):
+    """The database answers but refuses writes."""
+
+
+def _create(url: str, **options) -> Engine:
     parsed = make_url(url)
+    if "pool_size" in options:
+        options["max_overflow"] = options["pool_size"]
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                             hide_parameters=True,
-                             pool_timeout=5)
+        connect_args = {key: value for key, value in PG_CONNECT_ARGS.items() if key not in parsed.query}
+        pooled = {"pool_pre_ping": True, "pool_timeout": 5} if "pool_size" in options else {}
+        return create_engine(url, connect_args=connect_args, hide_parameters=True, **pooled, **options)
     database = parsed.database or ""
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
-                           hide_parameters=True,
-                           pool_size=pool_size, max_overflow=pool_size)
+                           hide_parameters=True, **options)
 
     @event.listens_for(engine, "connect")
     def _tune(dbapi_connection, _record):
