@@ -28,11 +28,13 @@ def openapi_document() -> dict:
     return yaml.safe_load(OPENAPI_PATH.read_text())
 
 
-def api_resource(runtime, reactor, pools: dict, nas_changed: Callable[[], None] = lambda: None) -> ApiResource:
-    """The API resource over ``runtime``; ``pools`` maps "api" and "auth" to thread pools.
+def api_resource(runtime, reactor, pools: dict, authentication=None,
+                 nas_changed: Callable[[], None] = lambda: None) -> ApiResource:
+    """The API resource over ``runtime``; ``pools`` maps "api" to a thread pool;
+    ``authentication`` (``radiusd.authentication.Authentication``) decides ``POST /auth``.
 
     ``nas_changed`` is called on the reactor after the API changed a NAS."""
-    handlers = Handlers(runtime, openapi=json.dumps(openapi_document()).encode(),
+    handlers = Handlers(runtime, authentication=authentication, openapi=json.dumps(openapi_document()).encode(),
                         nas_changed=lambda: reactor.callFromThread(nas_changed))
     if hasattr(reactor, "addSystemEventTrigger"):  # an import job in progress stops, having written nothing
         reactor.addSystemEventTrigger("before", "shutdown", handlers.import_jobs.stop_all)
@@ -40,7 +42,8 @@ def api_resource(runtime, reactor, pools: dict, nas_changed: Callable[[], None] 
                        authenticate=handlers.principal, metrics=runtime.metrics)
 
 
-def admin_site(runtime, reactor, pools: dict, nas_changed: Callable[[], None] = lambda: None) -> ApiSite:
-    site = ApiSite(api_resource(runtime, reactor, pools, nas_changed), timeout=IDLE_TIMEOUT_SECONDS,
+def admin_site(runtime, reactor, pools: dict, authentication=None,
+               nas_changed: Callable[[], None] = lambda: None) -> ApiSite:
+    site = ApiSite(api_resource(runtime, reactor, pools, authentication, nas_changed), timeout=IDLE_TIMEOUT_SECONDS,
                    reactor=reactor)
     return site

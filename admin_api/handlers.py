@@ -17,11 +17,9 @@ from typing import Callable
 from urllib.parse import quote
 
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from radiusd.decisions import Accept, BackendFailure, Challenge, PushPending, Reason
-from radiusd.errors import to_decision
-from radiusd.packets import AuthRequest
+from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, Reason
+from radiusd.model import AuthRequest
 from radiusd.services import Conflict, Invalid, NotFound
 from radiusd.services.api_clients import ApiClientService
 from radiusd.services.audit import list_events
@@ -37,13 +35,12 @@ from . import models
 from .bulk_handlers import BulkHandlers, bulk_routes
 from .oauth import TokenBucket, TokenEndpoint
 from .problems import Problem
-from .routing import ADMIN, AGENT, DEVICE, PUBLIC, USER, Call, Poll, Reply, Route
+from .routing import ADMIN, AGENT, DEVICE, PUBLIC, USER, Await, Call, Poll, Reply, Route
 
 log = Logger(namespace="radiusd.admin_api")
 PREFIX = "/api/v1"
 AUTH_NAS_PREFIX = "api:"
 ACTIVATIONS_PER_CODE_PER_MINUTE = 5  # with failure counting, a code cannot be guessed at
-HELD_PUSH_POLL_SECONDS = 0.25  # POST /auth waiting for the user's phone
 DEVICE_POLL_SECONDS = 0.5  # GET /mobile/push?wait=N looking for a new request
 
 
@@ -77,8 +74,9 @@ def page(rows: list[dict], limit: int, key: Callable[[dict], object]) -> dict:
 # -- the handlers ----------------------------------------------------------------------------------
 
 class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_handlers.py
-    def __init__(self, runtime, *, openapi: bytes, nas_changed: Callable[[], None]):
+    def __init__(self, runtime, *, authentication, openapi: bytes, nas_changed: Callable[[], None]):
         self.runtime = runtime
+        self.authentication = authentication
         self.config = runtime.config
         self.metrics = runtime.metrics
         self.clock = runtime.context.clock
@@ -311,29 +309,20 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
                 state = b""
             if not state:
                 raise Invalid("state", "state must be the base64 text a challenge returned")
-        request = AuthRequest(nas=AUTH_NAS_PREFIX + call.principal.name, mfa_mode="challenge", source=call.raw.peer,
-                              identifier=0, user_name=body.username, password=body.password.encode(), state=state,
-                              auth_type="pap", nas_identifier=call.principal.name, received_at=self.clock())
-        try:
-            decision = self.runtime.pipeline.run(request)
-        except Exception:
-            decision = to_decision(Failure())
-        if isinstance(decision, PushPending):  # the user's phone decides; no thread waits for it
-            return Poll(lambda: self.resumed_auth(request, decision), HELD_PUSH_POLL_SECONDS)
-        return self.auth_reply(decision)
-
-    def resumed_auth(self, request: AuthRequest, pending: PushPending) -> Reply | None:
-        try:
-            decision = self.runtime.pipeline.resume(request, pending)
-        except Exception:
-            decision = to_decision(Failure())
-        return None if decision is None else self.auth_reply(decision)
+        now = self.clock()
+        request = AuthRequest(nas=AUTH_NAS_PREFIX + call.principal.name, mfa_mode="challenge",
+                              user_name=body.username, password=body.password.encode(), state=state,
+                              auth_type="pap", nas_identifier=call.principal.name, received_at=now,
+                              deadline=now + self.config.server.request_budget_seconds)
+        return Await(lambda: self.authentication.decide(request).addCallback(self.auth_reply))
 
     def auth_reply(self, decision) -> Reply:
-        self.metrics.auth_decisions.labels(reason=str(decision.reason)).inc()
+        """The Decision as the agent sees it (on the reactor; counted by ``Authentication``)."""
+        if isinstance(decision, Abandoned):
+            return Reply.problem(Problem(503, "overloaded", "the server is overloaded; try again",
+                                         headers=(("Retry-After", "1"),)))
         if isinstance(decision, BackendFailure):
-            self.metrics.backend_errors.labels(backend=decision.backend).inc()
-            raise Problem(503, "backend_error", "authentication could not be decided; try again")
+            return Reply.problem(Problem(503, "backend_error", "authentication could not be decided; try again"))
         if isinstance(decision, Accept):
             attributes = [{"name": name, "value": value} for name, value in decision.attributes]
             return Reply.json({"result": "accept", "attributes": attributes})
@@ -465,8 +454,7 @@ def build_routes(handlers: Handlers) -> list[Route]:
         Route("PATCH", nas, h.update_nas, ADMIN, body=m.NasUpdate),
         Route("DELETE", nas, h.delete_nas, ADMIN),
         Route("GET", f"{p}/audit-events", h.list_audit_events, ADMIN, query=m.AuditQuery),
-        Route("POST", f"{p}/auth", h.authenticate, AGENT, body=m.AuthCheck, pool="auth",
-              timeout_seconds=handlers.config.server.plugin_timeout_seconds),
+        Route("POST", f"{p}/auth", h.authenticate, AGENT, body=m.AuthCheck),
         Route("POST", f"{p}/otp/verify", h.verify_otp, USER, body=m.OtpCheck),
         Route("POST", f"{p}/push", h.start_push, USER, body=m.PushStart),
         Route("GET", f"{p}/push/{{push_id}}", h.show_push, USER),

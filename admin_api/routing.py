@@ -17,8 +17,7 @@ from typing import Callable
 from urllib.parse import parse_qsl, unquote
 
 from pydantic import BaseModel, ValidationError
-from twisted.internet.defer import CancelledError
-from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web import server
@@ -95,6 +94,16 @@ class Poll:
 
 
 @dataclass(frozen=True)
+class Await:
+    """A handler's "the reactor decides": ``start()`` runs on the reactor once the handler
+    returned and gives a Deferred of the Reply (``POST /auth``, decided by
+    ``Authentication.decide`` like any Access-Request). No thread waits for it."""
+
+    start: Callable[[], "Deferred"]
+    client: str = ""
+
+
+@dataclass(frozen=True)
 class Route:
     """One operation: method, path template, handler and the API client types it admits
     (empty: no token needed). ``body``/``query`` are the pydantic models the request is
@@ -106,8 +115,6 @@ class Route:
     scopes: frozenset[str]
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    pool: str = "api"
-    timeout_seconds: float | None = None
     raw: bool = False  # the handler reads query and body itself (the form-encoded token request)
     media_type: str = JSON_CONTENT_TYPE  # another one (text/csv): the handler reads call.raw.body
     max_body_bytes: int = MAX_BODY_BYTES
@@ -343,10 +350,8 @@ class ApiResource(Resource):
             template = getattr(getattr(problem, "route", None), "template", template)
             self._send(Reply.problem(problem), request, method, template, received)
             return server.NOT_DONE_YET
-        done = deferToThreadPool(self.reactor, self.pools[route.pool], self.execute, route, params, raw)
-        if route.timeout_seconds:
-            done.addTimeout(route.timeout_seconds, self.reactor)
-        done.addCallback(self._poll, route, request)  # after the timeout, which a long poll outlives
+        done = deferToThreadPool(self.reactor, self.pools["api"], self.execute, route, params, raw)
+        done.addCallback(self._poll, request)
         done.addErrback(self._crashed)
         done.addCallback(self._send, request, method, template, received)
         done.addErrback(lambda failure: log.failure("could not send an API reply", failure=failure))
@@ -364,13 +369,17 @@ class ApiResource(Resource):
         peer = (getattr(address, "host", ""), getattr(address, "port", 0))
         return RawRequest(method, pairs, headers, request.content.read(), peer)
 
-    def _poll(self, reply, route: Route, request):
-        """A Reply as is; a ``Poll`` asked again on reactor timers (stopped if the client leaves)."""
+    def _poll(self, reply, request):
+        """A Reply as is; an ``Await`` started; a ``Poll`` asked again on reactor timers
+        (stopped if the client leaves)."""
+        if isinstance(reply, Await):
+            client = reply.client
+            return reply.start().addCallback(lambda answer: replace(answer, client=client))
         if not isinstance(reply, Poll):
             return reply
         expired, client = reply.expired, reply.client
         deadline = None if reply.within is None else self.reactor.seconds() + reply.within
-        waiting = poll(self.reactor, self.pools[route.pool], lambda: self.guarded(reply.attempt, client),
+        waiting = poll(self.reactor, self.pools["api"], lambda: self.guarded(reply.attempt, client),
                        reply.interval, deadline=deadline,
                        expired=None if expired is None else lambda: replace(expired, client=client))
         request.notifyFinish().addErrback(lambda _: waiting.cancel())
@@ -379,9 +388,6 @@ class ApiResource(Resource):
     def _crashed(self, failure) -> Reply:
         if failure.check(CancelledError):  # the client went away during a long poll: never written
             return Reply.empty(204)
-        if failure.check(DeferredTimeout):
-            log.error("an API request timed out")
-            return Reply.problem(Problem(503, "backend_error", "the request took too long; try again"))
         log.failure("API handler failed", failure=failure)
         return Reply.problem(Problem(500, "internal_error", "internal error"))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from radiusd.decisions import Accept, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.plugin import PluginContext, hookimpl
 from radiusd.services.blocks import BlockService
 
 NAME = "account_state"
@@ -23,7 +23,7 @@ class Plugin:
         self.metrics = context.metrics
         # A lockout terminates the user's sessions (SPEC §4) through the server's sessions service.
         self.blocks = BlockService(context.database, context.config.lockout, context.clock, actor="lockout",
-                                   sessions=context.extra.get("sessions"))
+                                   sessions=context.sessions)
 
     @hookimpl
     def radiusd_check_account(self, request, user):

@@ -29,7 +29,7 @@ from radiusd.db.tables import users
 from radiusd.decisions import Accept, PasswordOk, Reason, Reject
 from radiusd.directory import Directory, DirectoryEntry
 from radiusd.errors import BackendError
-from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.plugin import PluginContext, hookimpl
 from radiusd.model import User
 from radiusd.services import Invalid
 from radiusd.services.audit import record_event

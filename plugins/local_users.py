@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from radiusd.db.tables import users
 from radiusd.decisions import Accept, PasswordOk, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.plugin import PluginContext, hookimpl
 from radiusd.pipeline import framed_ip_value
 from radiusd.services.users import find_user
 

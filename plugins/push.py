@@ -8,7 +8,7 @@ without an app are untouched, and disabling this plugin gives those users plain 
 - Append mode: the request is created and the pipeline answers ``PushPending``; the protocol
   layer holds the reply (polling ``radiusd_resume_pending`` on reactor timers) until the app
   approves or denies, or ``[mfa] push_timeout_seconds`` pass. A password that ends in six
-  ASCII digits is taken as password + TOTP code instead (the pipeline's ``CODE_FALLBACK``),
+  ASCII digits is taken as password + TOTP code instead (this plugin's ``factors`` say so),
   so such passwords cannot use push on append-mode NASes.
 - Challenge mode: the request is created and the NAS gets an Access-Challenge ("Approve
   request NN on your phone, or enter a code"). The answer with the State and an empty or
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 from radiusd.challenges import state_hash
 from radiusd.decisions import Accept, PushPending, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.plugin import Factor, PluginContext, hookimpl
 from radiusd.services.devices import DeviceService
 from radiusd.services.push import APPROVED, DENIED, PENDING, PushService, WebhookNotifier, new_number
 
@@ -32,6 +32,9 @@ PROMPT = "Approve request {number} on your phone, or enter the 6-digit code from
 
 
 class Plugin:
+    # A 6-digit code typed instead of approving (appended, or as the challenge answer) is TOTP.
+    factors = (Factor(NAME, appended_code=True, code_factor=CODE_FACTOR),)
+
     def __init__(self, context: PluginContext):
         self.context = context
         self.mfa = context.config.mfa

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, select
 
 from radiusd.db.tables import sms_messages, users
 from radiusd.decisions import Accept, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.plugin import Factor, PluginContext, hookimpl
 from radiusd.services.otp import is_code
 from radiusd.sms import make_gateway
 
@@ -26,6 +26,8 @@ CODE_PURPOSE = "sms-code"
 
 
 class Plugin:
+    factors = (Factor(NAME),)  # the code arrives later, by SMS: never appended
+
     def __init__(self, context: PluginContext):
         self.context = context
         self.settings = context.config.sms

@@ -17,6 +17,7 @@ from functools import cached_property, wraps
 import click
 
 from radiusd.config import Config, ConfigError, config_path, load_config
+from radiusd.errors import backend_of
 from radiusd.services import ServiceError
 
 
@@ -166,9 +167,9 @@ def operation(function):
         except ConfigError as exc:
             fail(str(exc))
         except Exception as exc:  # a backend failure is still one clear line, never a traceback
-            if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
-                fail(f"database error: {str(exc).splitlines()[0]}")
-            raise
+            if backend_of(exc) != "db":
+                raise
+            fail(f"database error: {str(exc).splitlines()[0]}")
     return run
 
 

@@ -70,7 +70,7 @@ class ServerSection(Section):
     reject_delay_seconds: float = Field(1.0, ge=0, le=10)
     on_backend_error: Literal["drop", "reject"] = "drop"
     max_pending_requests: int = Field(1000, ge=1)
-    plugin_timeout_seconds: float = Field(10, gt=0)
+    request_budget_seconds: float = Field(4.0, gt=0, le=60)
 
     @field_validator("listen")
     @classmethod

@@ -20,6 +20,7 @@ from radiusd.crypto import SeedKey
 from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.db.tables import users
+from radiusd.plugin import hook_names
 from radiusd.services.nas import NasService
 from tests.support import BIN, SECRET, ServerProcess, admin, write_config
 
@@ -169,6 +170,7 @@ def assert_config_order(hooks: dict[str, list[str]], order: list[str]) -> None:
 def test_plugins_lists_each_hook_in_the_configured_order(tmp_path, sqlite_url):
     path = write_config(tmp_path, sqlite_url, sections={"plugins": {"order": BUILTIN_ORDER}})
     hooks = hook_lines(radiusd(path, "plugins"))
+    assert list(hooks) == hook_names()  # in the order the pipeline calls them
     assert {"radiusd_find_user", "radiusd_check_account", "radiusd_authenticate", "radiusd_second_factor",
             "radiusd_reply_attributes", "radiusd_post_auth"} <= set(hooks)
     assert hooks["radiusd_find_user"] == ["local_users"]
