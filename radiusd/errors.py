@@ -7,8 +7,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from radiusd.decisions import BackendFailure
+from radiusd.logs import FailureLog
 
 log = Logger(namespace="radiusd.pipeline")
+failures = FailureLog(log)
 
 
 class BackendError(Exception):
@@ -39,5 +41,5 @@ def to_decision(failure: Failure) -> BackendFailure:
         log.error("pipeline timed out")
     else:
         backend = backend_of(error)
-        log.failure("pipeline failed in backend {backend}", failure=failure, backend=backend)
+        failures.failure("pipeline failed in backend {backend}", failure, backend=backend)
     return BackendFailure(backend=backend, detail=type(error).__name__)
