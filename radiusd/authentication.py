@@ -26,12 +26,14 @@ from twisted.python.failure import Failure
 from radiusd.admission import Expired, Overloaded, WorkQueue
 from radiusd.decisions import Abandoned, BackendFailure, Decision, PushPending
 from radiusd.errors import backend_of
+from radiusd.logs import FailureLog
 from radiusd.metrics import Metrics
 from radiusd.model import AuthRequest
 from radiusd.pipeline import Pipeline
 from radiusd.polling import poll
 
 log = Logger(namespace="radiusd.pipeline")
+failures = FailureLog(log)  # one line per failed request, a traceback per exception type a minute
 PUSH_POLL_SECONDS = 0.25  # a held push's state is read this often (one short query in the auth pool)
 OVERLOAD_LOG_SECONDS = 10.0  # refusals are logged as one line per interval, with their count
 
@@ -68,7 +70,7 @@ class Authentication:
             self.note_refusal()
             return Abandoned("overload" if failure.check(Overloaded) else "expired")
         backend = backend_of(failure.value)
-        log.failure("authentication failed in backend {backend}", failure=failure, backend=backend)
+        failures.failure("pipeline failed in backend {backend}", failure, backend=backend)
         return BackendFailure(backend=backend, detail=type(failure.value).__name__)
 
     def note_refusal(self) -> None:

@@ -140,6 +140,7 @@ class MfaSection(Section):
     enrollment_ttl_seconds: int = Field(600, gt=0)
     sms_code_ttl_seconds: int = Field(300, gt=0)
     push_timeout_seconds: int = Field(25, gt=0)
+    max_pending_challenges: int = Field(5, ge=1)  # per user; a new one beyond it replaces the oldest
 
 
 class SmsSection(Section):

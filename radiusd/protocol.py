@@ -31,6 +31,7 @@ from radiusd.config import ServerSection
 from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, Decision
 from radiusd.dedupe import IN_PROGRESS, DuplicateCache
 from radiusd.errors import backend_of
+from radiusd.logs import FailureLog
 from radiusd.metrics import Metrics
 from radiusd.model import Nas
 from radiusd.packets import (
@@ -47,6 +48,7 @@ from radiusd.packets import (
 )
 
 log = Logger(namespace="radiusd.protocol")
+failures = FailureLog(log)
 
 REPLY_CODES = {Accept: Code.ACCESS_ACCEPT, Challenge: Code.ACCESS_CHALLENGE}
 CODE_LABELS = {Code.ACCESS_ACCEPT: "accept", Code.ACCESS_REJECT: "reject", Code.ACCESS_CHALLENGE: "challenge"}
@@ -92,7 +94,7 @@ class RadiusProtocol(DatagramProtocol):
         except Dropped as drop:
             self.metrics.child(self.metrics.dropped_packets, drop.reason).inc()
         except Exception:  # the transport never raises: anything unexpected is a drop
-            log.failure("unexpected error handling a datagram")
+            failures.failure("unexpected error handling a datagram")
             self.metrics.child(self.metrics.dropped_packets, "malformed").inc()
 
     def _receive(self, data: bytes, addr) -> None:
@@ -278,8 +280,7 @@ class AccountingProtocol(RadiusProtocol):
 
     def _recover(self, failure, key) -> None:
         backend = backend_of(failure.value)
-        log.error("accounting request not recorded ({backend}): {error}", backend=backend,
-                  error=type(failure.value).__name__)
+        failures.failure("accounting request not recorded ({backend})", failure, backend=backend)
         self.metrics.child(self.metrics.backend_errors, backend).inc()
         self._drop_unanswered(key)
 

@@ -89,7 +89,8 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
     sessions = SessionService(database, config.accounting, clock=time.time, metrics=metrics)
     context = PluginContext(config=config, database=database, dictionary=dictionary, hasher=hasher,
                             metrics=metrics, seed_key=seed_key, clock=time.time,
-                            challenges=ChallengeStore(database, time.time, metrics),
+                            challenges=ChallengeStore(database, time.time, metrics,
+                                                     max_pending=config.mfa.max_pending_challenges),
                             sessions=sessions)
     manager = register_plugins(context)
     return Runtime(config, database, seed_key, dictionary, hasher, metrics, context,

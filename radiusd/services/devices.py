@@ -22,7 +22,7 @@ from sqlalchemy import delete, insert, select, update
 from radiusd.config import MfaSection
 from radiusd.crypto import SeedKey
 from radiusd.db.engine import Database
-from radiusd.db.tables import devices, otp_enrolments, users
+from radiusd.db.tables import devices, fitted, otp_enrolments, users
 from radiusd.services import Clocked, Conflict, NotFound, ServiceError
 from radiusd.services.api_clients import ApiPrincipal
 from radiusd.services.audit import record_event
@@ -116,9 +116,9 @@ class DeviceService(Clocked):
             if claimed != 1:  # another activation spent the code first
                 raise ActivationRefused("activation_code", "the activation code is unknown or already used")
             conn.execute(delete(devices).where(devices.c.enrolment_id == row.id))
-            conn.execute(insert(devices).values(
+            conn.execute(insert(devices).values(fitted(devices, dict(
                 device_id=device_id, enrolment_id=row.id, user_id=user.id, name=device_name, platform=platform,
-                token_hash=self._digest(token), created_at=now))
+                token_hash=self._digest(token), created_at=now))))
         blocks.clear_failures(user.id)
         self._audit(row.username, "ok", "otp.activated", device_id=device_id, platform=platform)
         return {"device_id": device_id, "device_token": token, "username": user.username}

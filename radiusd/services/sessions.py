@@ -35,7 +35,7 @@ from radiusd.accounting import (
 )
 from radiusd.config import AccountingSection
 from radiusd.db.engine import Database
-from radiusd.db.tables import sessions, users
+from radiusd.db.tables import fitted, sessions, users
 from radiusd.disconnect import ACK, ERROR, DisconnectResult, DisconnectTarget
 from radiusd.model import Nas
 from radiusd.services.audit import record_event
@@ -146,18 +146,17 @@ class SessionService:
         if request.status_type != START and request.session_time is not None:
             started = event - timedelta(seconds=min(request.session_time, 10 * 365 * 86400))
         stop = request.status_type == STOP
-        statement = self._insert().values(
-            nas=request.nas, nas_address=request.source, session_id=request.session_id[:253],
-            username=request.user_name[:253] if request.user_name else None,
-            nas_ip_address=request.nas_ip_address, nas_identifier=(request.nas_identifier or "")[:253] or None,
-            nas_port=request.nas_port, framed_ip_address=request.framed_ip_address,
-            calling_station_id=(request.calling_station_id or "")[:253] or None,
+        statement = self._insert().values(fitted(sessions, dict(
+            nas=request.nas, nas_address=request.source, session_id=request.session_id,
+            username=request.user_name, nas_ip_address=request.nas_ip_address,
+            nas_identifier=request.nas_identifier, nas_port=request.nas_port,
+            framed_ip_address=request.framed_ip_address, calling_station_id=request.calling_station_id,
             started_at=started, updated_at=event, stopped_at=event if stop else None,
             input_octets=min(request.input_octets or 0, MAX_OCTETS),
             output_octets=min(request.output_octets or 0, MAX_OCTETS),
             session_time=request.session_time, status=STOPPED if stop else ACTIVE,
             stop_cause=request.terminate_cause if stop else None, interim_interval=request.interim_interval,
-            stale_after=stale_after)
+            stale_after=stale_after)))
         new, old = statement.excluded, sessions.c
         changes = {
             "nas_address": new.nas_address,
@@ -355,7 +354,7 @@ class SessionService:
                      result=outcome.result.upper(), cause=f" ({outcome.error_cause})" if outcome.error_cause else "",
                      user=target.username or "", session=target.session_id, nas=target.nas,
                      tries=outcome.attempts, why=reason)
-            record_event(self.database, "session", username=(target.username or "")[:64] or None,
+            record_event(self.database, "session", username=target.username or None,
                          client=target.nas, result=outcome.result, reason=reason, actor=self.actor,
                          detail={"session_id": target.session_id, "error_cause": outcome.error_cause,
                                  "attempts": outcome.attempts})
