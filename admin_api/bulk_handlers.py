@@ -14,7 +14,8 @@ import itertools
 import os
 from functools import cached_property
 
-from radiusd.services.bulk import BulkService, errors_in, read_csv
+from radiusd.services.bulk import BulkService
+from radiusd.services.csv_import import errors_in, read_csv
 
 from . import models
 from .import_jobs import SYNC_MAX_HASHES, SYNC_MAX_ROWS, ImportJob, ImportJobs

@@ -578,7 +578,7 @@ def import_users(admin, file, apply, on_conflict):
             click.echo()
             _print_table(report["errors"], IMPORT_ERROR_COLUMNS)
     if report["error_count"]:
-        from radiusd.services.bulk import errors_in
+        from radiusd.services.csv_import import errors_in
 
         fail(f"{errors_in(report)} in {file.name}; nothing was imported")
 

@@ -6,7 +6,7 @@ import ipaddress
 import re
 import unicodedata
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
@@ -25,6 +25,7 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_BYTES = 128  # RFC 2865 §5.2
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FRAMED_IP_KEYWORDS = ("user-selects", "nas-assigns")
+LOOKUP_CHUNK = 500  # names per IN (...) query
 Status = Literal["active", "disabled", "expired", "blocked"]
 
 
@@ -164,6 +165,12 @@ def find_user(database: Database, username: str) -> User | None:
     with database.engine.connect() as conn:
         row = conn.execute(_FIND_USER, {"username": username}).first()
     return user_from_row(row) if row else None
+
+
+def chunks(items: list, size: int = LOOKUP_CHUNK) -> Iterator[list]:
+    """``items`` in slices of ``size``: one IN (...) query each."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def to_view(row, now: datetime | None = None) -> dict:
