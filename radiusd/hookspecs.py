@@ -13,9 +13,9 @@ Plugins are registered in ``[plugins] order``; pluggy calls the last registered 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
@@ -28,6 +28,9 @@ from radiusd.dictionary import RadiusDictionary
 from radiusd.metrics import Metrics
 from radiusd.model import User
 from radiusd.packets import AuthRequest
+
+if TYPE_CHECKING:
+    from radiusd.services.factory import Services
 
 PROJECT = "radiusd"
 ENTRY_POINT_GROUP = "radiusd.plugins"
@@ -48,7 +51,7 @@ class PluginContext:
     seed_key: SeedKey | None
     clock: Callable[[], float]
     challenges: ChallengeStore
-    extra: dict = field(default_factory=dict)
+    services: Services  # the server's, acting as "server"; ``services.as_actor(name)`` for another actor
 
 
 class RadiusdSpec:
