@@ -20,24 +20,19 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 
-from sqlalchemy import insert, update
-from sqlalchemy.exc import IntegrityError
 from twisted.logger import Logger
 
 from radiusd.config import ConfigError
-from radiusd.db.tables import users
 from radiusd.decisions import Accept, PasswordOk, Reason, Reject
 from radiusd.directory import Directory, DirectoryEntry
 from radiusd.errors import BackendError
 from radiusd.plugin import PluginContext, hookimpl
 from radiusd.model import User
 from radiusd.services import Invalid
-from radiusd.services.audit import record_event
-from radiusd.services.users import check_reply_attributes, check_username, find_user
+from radiusd.services.users import NO_RECORD, check_reply_attributes, check_username, find_user
 
 NAME = "ldap_users"
 SOURCE = "ldap"
-NO_RECORD = 0  # id of a directory user whose local record the first successful bind creates
 log = Logger(namespace="radiusd.ldap")
 
 
@@ -53,6 +48,7 @@ class Plugin:
                 raise ConfigError(f"[ldap.group_reply_attributes] {group}: {exc.detail}") from None
         self.context = context
         self.database = context.database
+        self.users = context.services.as_actor(NAME).users  # creates the records: the audit names this plugin
         self.group_attributes = {group.casefold(): tuple((item.name, item.value) for item in items)
                                  for group, items in section.group_reply_attributes.items()}
         self.directory = Directory(section)
@@ -94,7 +90,7 @@ class Plugin:
         if refused is not None:
             return Reject(refused, NAME)
         if user.id == NO_RECORD:
-            self._create_record(entry.username)
+            self.users.create_record(entry.username, SOURCE, self._now())
         return PasswordOk(NAME)
 
     @hookimpl
@@ -111,9 +107,7 @@ class Plugin:
     def radiusd_post_auth(self, request, user, decision):
         self._current.__dict__.clear()
         if user is not None and user.id == NO_RECORD and user.source == SOURCE and isinstance(decision, Accept):
-            with self.database.writer.begin() as conn:  # the record was created during this request
-                conn.execute(update(users).where(users.c.username == user.username, users.c.source == SOURCE)
-                             .values(last_login_at=self._now()))
+            self.users.record_login(user, self._now())  # the record was created during this request
 
     @hookimpl
     def radiusd_health_checks(self):
@@ -137,15 +131,3 @@ class Plugin:
             return None
         self._remember(request, entry)
         return entry
-
-    def _create_record(self, username: str) -> None:
-        now = self._now()
-        try:
-            with self.database.writer.begin() as conn:
-                conn.execute(insert(users).values(username=username, password_hash=None, enabled=True,
-                                                  source=SOURCE, reply_attributes=[], created_at=now,
-                                                  updated_at=now))
-        except IntegrityError:
-            return  # a concurrent first login created it
-        record_event(self.database, "admin", username=username, result="ok", reason="user.create",
-                     actor=NAME, detail={"source": SOURCE})

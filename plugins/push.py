@@ -23,8 +23,7 @@ from datetime import datetime, timedelta, timezone
 from radiusd.challenges import state_hash
 from radiusd.decisions import Accept, PushPending, Reason, Reject
 from radiusd.plugin import Factor, PluginContext, hookimpl
-from radiusd.services.devices import DeviceService
-from radiusd.services.push import APPROVED, DENIED, PENDING, PushService, WebhookNotifier, new_number
+from radiusd.services.push import APPROVED, DENIED, PENDING, new_number
 
 NAME = "push"
 CODE_FACTOR = "totp"
@@ -38,9 +37,8 @@ class Plugin:
     def __init__(self, context: PluginContext):
         self.context = context
         self.mfa = context.config.mfa
-        self.devices = DeviceService(context.database, context.seed_key, context.config.mfa, context.clock)
-        self.pushes = PushService(context.database, context.clock, ttl_seconds=self.mfa.push_timeout_seconds,
-                                  metrics=context.metrics, notifier=WebhookNotifier(context.config.push))
+        self.devices = context.services.devices
+        self.pushes = context.services.pushes
 
     @hookimpl(wrapper=True)
     def radiusd_factor_for(self, request, user):

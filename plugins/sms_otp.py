@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import timedelta
-
-from sqlalchemy import delete, func, insert, select
-
-from radiusd.db.tables import sms_messages, users
 from radiusd.decisions import Accept, Reason, Reject
 from radiusd.plugin import Factor, PluginContext, hookimpl
 from radiusd.services.otp import is_code
@@ -32,6 +27,7 @@ class Plugin:
         self.context = context
         self.settings = context.config.sms
         self.gateway = make_gateway(self.settings)
+        self.messages = context.services.sms_messages
 
     @hookimpl
     def radiusd_factor_for(self, request, user):
@@ -43,7 +39,8 @@ class Plugin:
             return None
         if request.mfa_mode == "append":
             return Reject(Reason.OTP_REQUIRED, NAME, "SMS codes need a NAS in challenge mode")
-        reserved = self._reserve_send(user)
+        reserved = self.messages.reserve(user.id, limit=self.settings.max_per_window,
+                                         window_seconds=self.settings.window_seconds)
         if reserved is None:
             return Reject(Reason.SMS_RATE_LIMITED, NAME)
         code = f"{secrets.randbelow(10 ** 6):06d}"
@@ -51,8 +48,7 @@ class Plugin:
         try:
             self.gateway.send(user.phone, message)
         except Exception:  # a message that was not sent does not count against the limit
-            with self.context.database.writer.begin() as conn:
-                conn.execute(delete(sms_messages).where(sms_messages.c.id == reserved))
+            self.messages.release(reserved)
             raise
         return self.context.challenges.issue(user, request.nas, NAME, self.context.config.mfa.sms_code_ttl_seconds,
                                              PROMPT, self.context.seed_key.digest(code.encode(), CODE_PURPOSE))
@@ -66,18 +62,3 @@ class Plugin:
         if is_code(code) and hmac.compare_digest(self.context.seed_key.digest(code.encode(), CODE_PURPOSE), expected):
             return Accept(decided_by=NAME)
         return Reject(Reason.BAD_OTP, NAME)
-
-    def _reserve_send(self, user) -> int | None:
-        """Count and record a message in one write transaction serialised per user (SQLite:
-        BEGIN IMMEDIATE; PostgreSQL: the user's row locked), so concurrent logins on any thread,
-        process or instance cannot exceed the limit. The reserved row's id, or None if over."""
-        now = self.context.challenges.now()
-        since = now - timedelta(seconds=self.settings.window_seconds)
-        with self.context.database.writer.begin() as conn:
-            conn.execute(select(users.c.id).where(users.c.id == user.id).with_for_update())
-            sent = conn.execute(select(func.count()).select_from(sms_messages)
-                                .where(sms_messages.c.user_id == user.id, sms_messages.c.sent_at > since)).scalar()
-            if sent >= self.settings.max_per_window:
-                return None
-            return conn.execute(insert(sms_messages).values(user_id=user.id, sent_at=now)
-                                .returning(sms_messages.c.id)).scalar()

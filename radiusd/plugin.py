@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from radiusd.db.engine import Database
     from radiusd.dictionary import RadiusDictionary
     from radiusd.metrics import Metrics
-    from radiusd.services.sessions import SessionService
+    from radiusd.services.factory import Services
 
 ENTRY_POINT_GROUP = "radiusd.plugins"
 
@@ -42,7 +42,7 @@ class PluginContext:
     seed_key: SeedKey | None
     clock: Callable[[], float]
     challenges: ChallengeStore
-    sessions: SessionService | None = None
+    services: Services  # the server's, acting as "server"; ``services.as_actor(name)`` for another actor
 
 
 @dataclass(frozen=True, slots=True)

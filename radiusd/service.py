@@ -40,8 +40,8 @@ from radiusd.metrics import Metrics
 from radiusd.pipeline import Pipeline
 from radiusd.protocol import AccountingProtocol, AuthProtocol, RadiusProtocol
 from radiusd.replies import encode_attributes
-from radiusd.services.blocks import BlockService
-from radiusd.services.nas import NasService
+from radiusd.services.factory import Resources, Services
+from radiusd.services.hashing import SERVER_HASH_THREADS
 from radiusd.services.sessions import SessionService
 
 log = Logger(namespace="radiusd.service")
@@ -60,12 +60,15 @@ class Runtime:
     context: PluginContext
     pipeline: Pipeline
     plugin_manager: object
-    sessions: SessionService | None = None
+    services: Services
+
+    @property
+    def sessions(self) -> SessionService:
+        return self.services.sessions
 
     def load_registry(self, config: Config | None = None) -> NasRegistry:
         """Static NAS entries from ``config`` plus the database's, as one registry."""
-        return NasService(self.database, self.seed_key, config or self.config,
-                          warn=lambda text: log.warn("{text}", text=text)).registry()
+        return self.services.nas.registry(config)
 
     def record_accounting(self, request: AccountingRequest) -> AccountingRequest:
         """Accounting worker-pool entry: returns once the request is committed."""
@@ -86,15 +89,17 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
     dictionary = RadiusDictionary()
     hasher = PasswordHasher(config.security)
     metrics = Metrics()
-    sessions = SessionService(database, config.accounting, clock=time.time, metrics=metrics)
+    services = Services(Resources(config, database, clock=time.time, seed_key=seed_key, hasher=hasher,
+                                  dictionary=dictionary, metrics=metrics, hash_threads=SERVER_HASH_THREADS,
+                                  warn=lambda text: log.warn("{text}", text=text)), actor="server")
     context = PluginContext(config=config, database=database, dictionary=dictionary, hasher=hasher,
                             metrics=metrics, seed_key=seed_key, clock=time.time,
                             challenges=ChallengeStore(database, time.time, metrics,
                                                      max_pending=config.mfa.max_pending_challenges),
-                            sessions=sessions)
+                            services=services)
     manager = register_plugins(context)
     return Runtime(config, database, seed_key, dictionary, hasher, metrics, context,
-                   Pipeline(manager, context), manager, sessions=sessions)
+                   Pipeline(manager, context), manager, services)
 
 
 def udp_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
@@ -129,7 +134,7 @@ class RadiusService(MultiService):
         self.api_pool = ThreadPool(minthreads=1, maxthreads=API_THREADS, name="radiusd-api")
         self.acct_pool = ThreadPool(minthreads=1, maxthreads=ACCT_THREADS, name="radiusd-acct")
         self.on_nas_change = self.reload  # the CLI adds signalling its worker processes
-        self.blocks = BlockService(runtime.database, self.config.lockout, time.time)
+        self.blocks = runtime.services.blocks
         self.monitor = HealthMonitor(reactor, reactor.getThreadPool(), runtime.database,
                                      refresh=self.refresh_gauges, probes=health_checks(runtime.plugin_manager))
         self.dedupe = DuplicateCache(self.config.server.dedupe_seconds, reactor.seconds)

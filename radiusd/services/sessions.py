@@ -19,6 +19,7 @@ so a NAS or database problem never undoes the change that triggered it.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -92,6 +93,15 @@ def no_disconnect_client(targets: list[DisconnectTarget]) -> list[DisconnectResu
     return [DisconnectResult(target, ERROR) for target in targets]
 
 
+@dataclass
+class Links:
+    """Where Disconnect-Requests go: the NAS list and the client, blocking and not."""
+
+    nas_lookup: Callable[[str], Nas | None]
+    disconnect: Disconnect
+    disconnect_later: DisconnectLater | None
+
+
 class SessionService:
     def __init__(self, database: Database, settings: AccountingSection, *, clock: Callable[[], float] = time.time,
                  nas_lookup: Callable[[str], Nas | None] = lambda name: None,
@@ -100,9 +110,7 @@ class SessionService:
         self.database = database
         self.settings = settings
         self.clock = clock
-        self.nas_lookup = nas_lookup
-        self.disconnect = disconnect
-        self.disconnect_later = disconnect_later
+        self.links = Links(nas_lookup, disconnect, disconnect_later)
         self.metrics = metrics
         self.actor = actor
         self.on_error = on_error  # also told what ``terminate_user_later`` could not do (the CLI prints it)
@@ -110,10 +118,12 @@ class SessionService:
     def attach(self, *, nas_lookup: Callable[[str], Nas | None], disconnect: Disconnect,
                disconnect_later: DisconnectLater | None) -> None:
         """Wire in the NAS list and the Disconnect client (``radiusd serve`` does, once started)."""
-        self.nas_lookup, self.disconnect, self.disconnect_later = nas_lookup, disconnect, disconnect_later
+        self.links.nas_lookup, self.links.disconnect, self.links.disconnect_later = \
+            nas_lookup, disconnect, disconnect_later
 
     def for_actor(self, actor: str) -> "SessionService":
-        """The same service, with ``actor`` in the audit log."""
+        """The same service, with ``actor`` in the audit log (and the same ``links``, so a copy
+        made before ``attach`` sends through what it attached)."""
         copy = object.__new__(SessionService)
         copy.__dict__.update(self.__dict__, actor=actor)
         return copy
@@ -289,7 +299,7 @@ class SessionService:
         session's view with its ``result`` and ``error_cause``."""
         check_username(username)
         targets, unreachable = self._targets(username)
-        results = self.disconnect(targets) if targets else []
+        results = self.links.disconnect(targets) if targets else []
         return self.record_results(unreachable + list(results), reason)
 
     def terminate_user_later(self, username: str, reason: str) -> None:
@@ -301,10 +311,10 @@ class SessionService:
                 self.record_results(unreachable, reason)
             if not targets:
                 return
-            if self.disconnect_later is None:
-                self.record_results(self.disconnect(targets), reason)
+            if self.links.disconnect_later is None:
+                self.record_results(self.links.disconnect(targets), reason)
             else:
-                self.disconnect_later(targets, lambda results: self.record_results(results, reason))
+                self.links.disconnect_later(targets, lambda results: self.record_results(results, reason))
         except Exception as exc:
             log.error("could not terminate the sessions of [{user}] ({reason}): {error}", user=username,
                       reason=reason, error=type(exc).__name__)
@@ -317,7 +327,7 @@ class SessionService:
         secret. Sessions of a NAS no longer configured get an ``error`` result at once."""
         targets, unreachable = [], []
         for row in self._open_rows(username):
-            nas = self.nas_lookup(row.nas)
+            nas = self.links.nas_lookup(row.nas)
             host = row.nas_address if nas is None or nas.network.num_addresses > 1 \
                 else str(nas.network.network_address)
             target = DisconnectTarget(

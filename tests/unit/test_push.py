@@ -33,9 +33,9 @@ from radiusd.polling import poll
 from radiusd.services import Conflict, NotFound
 from radiusd.services.blocks import BlockService
 from radiusd.services.devices import ActivationRefused, DeviceService
+from radiusd.services.factory import Services
 from radiusd.services.otp import OtpService
 from radiusd.services.push import PushService, WebhookNotifier
-from radiusd.services.users import UserService
 from tests.support import write_seed_key
 from tests.unit.test_blocks import Clock as FakeClock
 from tests.fakes import NAS1, Harness, InlinePool, InlineReactor, access_request, status_server, verified
@@ -54,21 +54,24 @@ class World:
     def database(self) -> Database:
         return self.runtime.database
 
+    def services(self) -> Services:
+        """The runtime's services (on the world's clock), acting as "test"."""
+        return self.runtime.services.as_actor("test")
+
     def devices(self) -> DeviceService:
-        return DeviceService(self.database, self.runtime.seed_key, self.runtime.config.mfa, self.clock, actor="test")
+        return self.services().devices
 
     def pushes(self) -> PushService:
-        return PushService(self.database, self.clock, ttl_seconds=PUSH_TIMEOUT, metrics=self.runtime.metrics)
+        return self.services().pushes
 
     def blocks(self) -> BlockService:
-        return BlockService(self.database, self.runtime.config.lockout, self.clock, actor="test")
+        return self.services().blocks
 
     def otp(self) -> OtpService:
-        return OtpService(self.database, self.runtime.seed_key, self.runtime.config.mfa, self.clock, actor="test")
+        return self.services().otp
 
     def add_user(self, name: str, **fields) -> int:
-        UserService(self.database, self.runtime.hasher, self.runtime.dictionary, actor="test").create(
-            name, fields, password=PASSWORD, confirmation=PASSWORD)
+        self.services().users.create(name, fields, password=PASSWORD, confirmation=PASSWORD)
         with self.database.engine.connect() as conn:
             return conn.execute(select(users.c.id).where(users.c.username == name)).scalar()
 
