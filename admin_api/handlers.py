@@ -37,7 +37,9 @@ from . import models
 from .bulk_handlers import BulkHandlers, bulk_routes
 from .oauth import TokenBucket, TokenEndpoint
 from .problems import Problem
-from .routing import ADMIN, AGENT, DEVICE, PUBLIC, USER, Call, Poll, Reply, Route
+from .bearer import ADMIN, AGENT, DEVICE, PUBLIC, USER
+from .reply import Poll, Reply
+from .router import Call, Route
 
 log = Logger(namespace="radiusd.admin_api")
 PREFIX = "/api/v1"
