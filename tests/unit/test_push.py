@@ -23,13 +23,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock as ReactorClock
 
 import radiusd.service as service_module
-from radiusd.config import Config, PushSection
+from radiusd.config import Config
 from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, devices, otp_enrolments, push_requests, users
 from radiusd.decisions import Accept, Challenge, PushPending, Reason, Reject
 from radiusd.packets import AuthRequest
 from radiusd.polling import poll
+from radiusd.plugins.push import PushSection
 from radiusd.protocol import Outcome
 from radiusd.services import Conflict, NotFound
 from radiusd.services.blocks import BlockService

@@ -18,7 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from radiusd.challenges import ChallengeStore
-from radiusd.config import Config, SecuritySection, SmsSection
+from radiusd.config import Config, SecuritySection
 from radiusd.crypto import PasswordHasher, SeedKey
 from radiusd.db import migrate
 from radiusd.db.engine import Database
@@ -26,7 +26,7 @@ from radiusd.decisions import Challenge, Reason, Reject
 from radiusd.dictionary import RadiusDictionary
 from radiusd.errors import BackendError
 from radiusd.metrics import Metrics
-from radiusd.plugins.sms_otp import Plugin
+from radiusd.plugins.sms_otp import Plugin, SmsSection
 from radiusd.services.users import UserService, find_user, normalise_phone
 from radiusd.sms import FileGateway, HttpGateway, make_gateway
 from tests.support import free_port
