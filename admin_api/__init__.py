@@ -1,8 +1,10 @@
 """The HTTP admin API (SPEC §5), installed as ``radiusd.admin_api``.
 
 ``admin_site`` builds the twisted.web site ``RadiusService`` listens with on ``[api]``:
-``routing`` (route table, token and scope checks, worker-pool dispatch, problem+json,
-body limit, metrics), ``oauth`` (``POST /oauth/token``), ``handlers`` (thin adapters to
+``resource`` (the one twisted.web resource: worker-pool dispatch, replies, metrics),
+``router`` (route table and template matching), ``request`` (body limit, query and body
+parsing), ``bearer`` (token and scope checks), ``reply`` and ``problems`` (what handlers
+answer), ``oauth`` (``POST /oauth/token``), ``handlers`` (thin adapters to
 ``radiusd.services``), ``models`` (pydantic request models) and ``openapi.yaml`` (the
 contract, served as ``/api/v1/openapi.json``).
 """
@@ -17,7 +19,9 @@ from typing import Callable
 import yaml
 
 from .handlers import Handlers, build_routes
-from .routing import ApiResource, ApiSite, Router
+from .request import ApiSite
+from .resource import ApiResource
+from .router import Router
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 IDLE_TIMEOUT_SECONDS = 60

@@ -18,7 +18,9 @@ from radiusd.services.factory import Services
 from . import models
 from .import_jobs import SYNC_MAX_HASHES, SYNC_MAX_ROWS, ImportJob, ImportJobs
 from .problems import Problem
-from .routing import ADMIN, Call, Reply, Route
+from .bearer import ADMIN
+from .reply import Reply
+from .router import Call, Route
 from .streaming import Stream
 
 MAX_IMPORT_BYTES = 32 * 1024 * 1024

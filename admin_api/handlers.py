@@ -30,7 +30,9 @@ from .bulk_handlers import BulkHandlers, bulk_routes
 from .import_jobs import ImportJobs
 from .oauth import TokenBucket, TokenEndpoint
 from .problems import Problem
-from .routing import ADMIN, AGENT, DEVICE, PUBLIC, USER, Await, Call, Poll, Reply, Route
+from .bearer import ADMIN, AGENT, DEVICE, PUBLIC, USER
+from .reply import Await, Poll, Reply
+from .router import Call, Route
 
 PREFIX = "/api/v1"
 AUTH_NAS_PREFIX = "api:"

@@ -20,20 +20,66 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 
+from pydantic import Field, field_validator, model_validator
 from twisted.logger import Logger
 
-from radiusd.config import ConfigError
+from radiusd.config import ConfigError, Secret, Section
 from radiusd.decisions import Accept, PasswordOk, Reason, Reject
 from radiusd.directory import Directory, DirectoryEntry
 from radiusd.errors import BackendError
-from radiusd.plugin import PluginContext, hookimpl
 from radiusd.model import User
+from radiusd.plugin import PluginContext, hookimpl
 from radiusd.services import Invalid
 from radiusd.services.users import NO_RECORD, check_reply_attributes, check_username, find_user
 
 NAME = "ldap_users"
 SOURCE = "ldap"
 log = Logger(namespace="radiusd.ldap")
+
+
+class GroupReplyAttribute(Section):
+    name: str = Field(min_length=1, max_length=64)
+    value: str | int
+
+
+class LdapSection(Section):
+    """``[ldap]``: the directory (SPEC §8); without it the plugin cannot be enabled."""
+
+    urls: list[str] = Field(min_length=1)
+    bind_dn: str = ""  # empty: anonymous search
+    bind_password: Secret | None = None
+    base_dn: str = Field(min_length=1)
+    user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
+    username_attribute: str = Field("uid", min_length=1)
+    group_base_dn: str = ""  # empty: base_dn
+    group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"  # empty: the user's memberOf
+    group_name_attribute: str = Field("cn", min_length=1)
+    start_tls: bool = False
+    ca_file: str = ""
+    connect_timeout_seconds: float = Field(2, gt=0, le=30)
+    receive_timeout_seconds: int = Field(3, ge=1, le=30)  # whole seconds (SO_RCVTIMEO, as ldap3 sets it)
+    max_connections: int = Field(10, ge=1, le=256)
+    group_reply_attributes: dict[str, list[GroupReplyAttribute]] = {}
+
+    @field_validator("urls")
+    @classmethod
+    def _ldap_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.lower().startswith(("ldap://", "ldaps://")):
+                raise ValueError(f"{url!r} is not an ldap:// or ldaps:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _filters(self):
+        for key, placeholder, required in (("user_filter", "{username}", True), ("group_filter", "{dn}", False)):
+            text = getattr(self, key)
+            if not text and not required:
+                continue
+            if placeholder not in text or not (text.startswith("(") and text.endswith(")")):
+                raise ValueError(f"{key} must be a parenthesised LDAP filter containing {placeholder}")
+        if self.bind_dn and self.bind_password is None:
+            raise ValueError("bind_dn needs bind_password")
+        return self
 
 
 class Plugin:

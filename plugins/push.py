@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from pydantic import Field, field_validator
+
 from radiusd.challenges import state_hash
+from radiusd.config import Secret, Section
 from radiusd.decisions import Accept, PushPending, Reason, Reject
 from radiusd.plugin import Factor, PluginContext, hookimpl
 from radiusd.services.push import APPROVED, DENIED, PENDING, new_number
@@ -28,6 +31,22 @@ from radiusd.services.push import APPROVED, DENIED, PENDING, new_number
 NAME = "push"
 CODE_FACTOR = "totp"
 PROMPT = "Approve request {number} on your phone, or enter the 6-digit code from your authenticator app"
+
+
+class PushSection(Section):
+    """``[push]``: the optional wake-up webhook. The approval timeout is ``[mfa]
+    push_timeout_seconds``."""
+
+    webhook_url: str = ""  # "": no webhook; else POSTed {"type": "push.created", "push_id", "expires_at"}
+    webhook_headers: dict[str, Secret] = {}
+    webhook_timeout_seconds: float = Field(5, gt=0, le=30)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value
 
 
 class Plugin:

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from radiusd.config import Secret, Section
 from radiusd.decisions import Accept, Reason, Reject
 from radiusd.plugin import Factor, PluginContext, hookimpl
 from radiusd.services.otp import is_code
@@ -18,6 +23,32 @@ from radiusd.sms import make_gateway
 NAME = "sms"
 PROMPT = "Enter the code sent to your phone"
 CODE_PURPOSE = "sms-code"
+
+
+class SmsSection(Section):
+    """``[sms]``: the gateway SMS codes go through, and the per-user sending limit."""
+
+    gateway: Literal["file", "http"] = "file"
+    spool_path: str = "var/sms.spool"
+    max_per_window: int = Field(3, ge=1)
+    window_seconds: int = Field(600, gt=0)
+    message: str = "Your {issuer} code is {code}"
+    # http gateway: {phone} and {message} in url and body are replaced, escaped for the place
+    url: str = ""
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    headers: dict[str, Secret] = {}
+    body: str = '{"to": "{phone}", "text": "{message}"}'
+    content_type: str = "application/json"
+    success_statuses: list[int] = [200, 201, 202, 204]
+    timeout_seconds: float = Field(5, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _http_needs_url(self):
+        if self.gateway == "http" and not self.url.startswith(("http://", "https://")):
+            raise ValueError("gateway http needs url = \"http(s)://...\"")
+        if "{code}" not in self.message:
+            raise ValueError("message must contain {code}")
+        return self
 
 
 class Plugin:

@@ -23,16 +23,18 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import delete, insert, select, update
 from twisted.logger import Logger
 
-from radiusd.config import PushSection
 from radiusd.db.engine import Database
 from radiusd.db.tables import fitted, push_requests
 from radiusd.services import Clocked, Conflict, NotFound
 from radiusd.services.audit import record_event
+
+if TYPE_CHECKING:  # the plugin imports this module
+    from radiusd.plugins.push import PushSection
 
 log = Logger(namespace="radiusd.push")
 

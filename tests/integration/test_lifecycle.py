@@ -98,6 +98,13 @@ def test_check_config_refuses_an_unknown_key(tmp_path, sqlite_url):
     assert_refused(radiusd(path, "check-config"), "unknown configuration key mfa.totp_windw")
 
 
+def test_check_config_refuses_an_unknown_key_in_a_disabled_plugins_section(tmp_path, sqlite_url):
+    path = write_config(tmp_path, sqlite_url, sections={"push": {"webhook_ulr": "https://relay.example/"},
+                                                        "plugins": {"disabled": ["push"]}})
+    upgrade(sqlite_url)
+    assert_refused(radiusd(path, "check-config"), "unknown configuration key push.webhook_ulr")
+
+
 def test_check_config_refuses_a_missing_seed_key_file(config, tmp_path):
     (tmp_path / "seed.key").unlink()
     assert_refused(radiusd(config, "check-config"), "seed.key")

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 import radiusd.service as service_module
-from radiusd.config import Config, PushSection
+from radiusd.config import Config
 from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, devices, otp_enrolments, push_requests, users
@@ -30,6 +30,7 @@ from radiusd.admission import WorkQueue
 from radiusd.authentication import Authentication
 from radiusd.model import AuthRequest
 from radiusd.polling import poll
+from radiusd.plugins.push import PushSection
 from radiusd.services import Conflict, NotFound
 from radiusd.services.blocks import BlockService
 from radiusd.services.devices import ActivationRefused, DeviceService

@@ -18,14 +18,14 @@ import pytest
 from pydantic import ValidationError
 
 from radiusd.challenges import ChallengeStore
-from radiusd.config import Config, SmsSection
+from radiusd.config import Config
 from radiusd.crypto import SeedKey
 from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.decisions import Challenge, Reason, Reject
 from radiusd.errors import BackendError
 from radiusd.metrics import Metrics
-from radiusd.plugins.sms_otp import Plugin
+from radiusd.plugins.sms_otp import Plugin, SmsSection
 from radiusd.services.factory import Resources, Services
 from radiusd.services.users import find_user, normalise_phone
 from radiusd.sms import FileGateway, HttpGateway, make_gateway
