@@ -98,6 +98,7 @@ class Plugin:
         self.group_attributes = {group.casefold(): tuple((item.name, item.value) for item in items)
                                  for group, items in section.group_reply_attributes.items()}
         self.directory = Directory(section)
+        self.bulkheads = context.bulkheads  # a stalled directory may not take every auth thread
         for url in self.directory.cleartext_urls:
             log.warn("[ldap] {url} carries passwords in clear text: use ldaps:// or start_tls = true", url=url)
         self._current = threading.local()  # the entry found for the request this thread runs
@@ -106,7 +107,8 @@ class Plugin:
 
     @hookimpl
     def radiusd_find_user(self, request):
-        entry = self.directory.find(request.user_name)
+        with self.bulkheads.enter("ldap"):
+            entry = self.directory.find(request.user_name)
         if entry is None:
             return None
         user = find_user(self.database, entry.username)
@@ -132,7 +134,8 @@ class Plugin:
         entry = self._entry(request, user)
         if entry is None:
             return Reject(Reason.UNKNOWN_USER, NAME, "not in the directory")
-        refused = self.directory.authenticate(entry.dn, password)
+        with self.bulkheads.enter("ldap"):
+            refused = self.directory.authenticate(entry.dn, password)
         if refused is not None:
             return Reject(refused, NAME)
         if user.id == NO_RECORD:
@@ -146,7 +149,8 @@ class Plugin:
         entry = self._entry(request, user)
         if entry is None:
             raise BackendError("ldap", "user left the directory during the request")
-        groups = {name.casefold() for name in self.directory.groups(entry)}
+        with self.bulkheads.enter("ldap"):
+            groups = {name.casefold() for name in self.directory.groups(entry)}
         return [pair for group, pairs in self.group_attributes.items() if group in groups for pair in pairs]
 
     @hookimpl

@@ -77,7 +77,8 @@ class Plugin:
         code = f"{secrets.randbelow(10 ** 6):06d}"
         message = self.settings.message.replace("{issuer}", self.context.config.mfa.issuer).replace("{code}", code)
         try:
-            self.gateway.send(user.phone, message)
+            with self.context.bulkheads.enter("sms"):  # a stalled gateway may not take every auth thread
+                self.gateway.send(user.phone, message)
         except Exception:  # a message that was not sent does not count against the limit
             self.messages.release(reserved)
             raise

@@ -18,6 +18,7 @@ from radiusd.config import BUILTIN_PLUGINS, Config, ConfigError
 from radiusd.hookspecs import PROJECT, RadiusdSpec
 
 if TYPE_CHECKING:
+    from radiusd.bulkhead import Bulkheads
     from radiusd.challenges import ChallengeStore
     from radiusd.crypto import PasswordHasher, SeedKey
     from radiusd.db.engine import Database
@@ -43,6 +44,7 @@ class PluginContext:
     clock: Callable[[], float]
     challenges: ChallengeStore
     services: Services  # the server's, acting as "server"; ``services.as_actor(name)`` for another actor
+    bulkheads: Bulkheads  # hold a slot around every call to a remote backend (LDAP, an SMS gateway)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from twisted.web.server import Site
 from radiusd.accounting import AccountingRequest
 from radiusd.admission import WorkQueue
 from radiusd.authentication import Authentication
+from radiusd.bulkhead import Bulkheads
 from radiusd.challenges import ChallengeStore
 from radiusd.clients import NasRegistry
 from radiusd.config import Config, ConfigError, load_config
@@ -96,7 +97,8 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
                             metrics=metrics, seed_key=seed_key, clock=time.time,
                             challenges=ChallengeStore(database, time.time, metrics,
                                                      max_pending=config.mfa.max_pending_challenges),
-                            services=services)
+                            services=services, bulkheads=Bulkheads(config.server.backend_threads
+                                                                   or max(1, config.server.auth_threads // 2)))
     manager = register_plugins(context)
     return Runtime(config, database, seed_key, dictionary, hasher, metrics, context,
                    Pipeline(manager, context), manager, services)

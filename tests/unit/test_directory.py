@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from radiusd.bulkhead import Bulkheads
 from radiusd.config import Config, ConfigError, load_config
 from radiusd.decisions import Reason
 from radiusd.dictionary import RadiusDictionary
@@ -100,7 +101,7 @@ def test_empty_group_filter_means_member_of():
 def plugin_with(**sections) -> Plugin:
     settings = config(**sections)
     context = SimpleNamespace(config=settings, dictionary=RadiusDictionary(), database=None, clock=time.time,
-                              services=Services(Resources(settings, None), actor="test"))
+                              services=Services(Resources(settings, None), actor="test"), bulkheads=Bulkheads(1))
     return Plugin(context)
 
 

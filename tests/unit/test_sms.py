@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from pydantic import ValidationError
 
+from radiusd.bulkhead import Bulkheads
 from radiusd.challenges import ChallengeStore
 from radiusd.config import Config
 from radiusd.crypto import SeedKey
@@ -254,7 +255,8 @@ def test_concurrent_logins_cannot_exceed_the_per_user_send_limit(database_url, t
         services = Services(Resources(config, database, seed_key=SeedKey(os.urandom(32))), actor="test")
         services.users.create("bob", {"phone": "05554443322"})
         context = SimpleNamespace(config=config, database=database, seed_key=services.resources.seed_key,
-                                  challenges=ChallengeStore(database, time.time, Metrics()), services=services)
+                                  challenges=ChallengeStore(database, time.time, Metrics()), services=services,
+                                  bulkheads=Bulkheads(8))
         plugin = Plugin(context)
         user = find_user(database, "bob")
         request = SimpleNamespace(mfa_mode="challenge", nas="nas1")
