@@ -1,8 +1,10 @@
 """The HTTP admin API (SPEC §5), installed as ``radiusd.admin_api``.
 
 ``admin_site`` builds the twisted.web site ``RadiusService`` listens with on ``[api]``:
-``routing`` (route table, token and scope checks, worker-pool dispatch, problem+json,
-body limit, metrics), ``oauth`` (``POST /oauth/token``), ``handlers`` (thin adapters to
+``resource`` (the one twisted.web resource: worker-pool dispatch, replies, metrics),
+``router`` (route table and template matching), ``request`` (body limit, query and body
+parsing), ``bearer`` (token and scope checks), ``reply`` and ``problems`` (what handlers
+answer), ``oauth`` (``POST /oauth/token``), ``handlers`` (thin adapters to
 ``radiusd.services``), ``models`` (pydantic request models) and ``openapi.yaml`` (the
 contract, served as ``/api/v1/openapi.json``).
 """
@@ -17,7 +19,9 @@ from typing import Callable
 import yaml
 
 from .handlers import Handlers, build_routes
-from .routing import ApiResource, ApiSite, Router
+from .request import ApiSite
+from .resource import ApiResource
+from .router import Router
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 IDLE_TIMEOUT_SECONDS = 60
@@ -28,11 +32,13 @@ def openapi_document() -> dict:
     return yaml.safe_load(OPENAPI_PATH.read_text())
 
 
-def api_resource(runtime, reactor, pools: dict, nas_changed: Callable[[], None] = lambda: None) -> ApiResource:
-    """The API resource over ``runtime``; ``pools`` maps "api" and "auth" to thread pools.
+def api_resource(runtime, reactor, pools: dict, authentication=None,
+                 nas_changed: Callable[[], None] = lambda: None) -> ApiResource:
+    """The API resource over ``runtime``; ``pools`` maps "api" to a thread pool;
+    ``authentication`` (``radiusd.authentication.Authentication``) decides ``POST /auth``.
 
     ``nas_changed`` is called on the reactor after the API changed a NAS."""
-    handlers = Handlers(runtime, openapi=json.dumps(openapi_document()).encode(),
+    handlers = Handlers(runtime, authentication=authentication, openapi=json.dumps(openapi_document()).encode(),
                         nas_changed=lambda: reactor.callFromThread(nas_changed))
     if hasattr(reactor, "addSystemEventTrigger"):  # an import job in progress stops, having written nothing
         reactor.addSystemEventTrigger("before", "shutdown", handlers.import_jobs.stop_all)
@@ -40,7 +46,8 @@ def api_resource(runtime, reactor, pools: dict, nas_changed: Callable[[], None] 
                        authenticate=handlers.principal, metrics=runtime.metrics)
 
 
-def admin_site(runtime, reactor, pools: dict, nas_changed: Callable[[], None] = lambda: None) -> ApiSite:
-    site = ApiSite(api_resource(runtime, reactor, pools, nas_changed), timeout=IDLE_TIMEOUT_SECONDS,
+def admin_site(runtime, reactor, pools: dict, authentication=None,
+               nas_changed: Callable[[], None] = lambda: None) -> ApiSite:
+    site = ApiSite(api_resource(runtime, reactor, pools, authentication, nas_changed), timeout=IDLE_TIMEOUT_SECONDS,
                    reactor=reactor)
     return site

@@ -1,6 +1,5 @@
 """Handlers of the bulk user routes (SPEC §5): CSV import (with jobs), CSV export, bulk
-password reset and bulk expiration; thin adapters to ``radiusd.services.bulk``, mixed into
-``Handlers``.
+password reset and bulk expiration; thin adapters to ``radiusd.services.bulk``.
 
 ``POST /users/import`` answers the report itself for a small file (200; 422 when an apply was
 refused for errors, nothing written), and 202 with a job to poll at
@@ -11,35 +10,31 @@ apply has more than ``SYNC_MAX_HASHES`` plaintext passwords to hash.
 from __future__ import annotations
 
 import itertools
-import os
-from functools import cached_property
+from typing import Callable
 
-from radiusd.services.bulk import BulkService, errors_in, read_csv
+from radiusd.services.csv_import import errors_in, read_csv
+from radiusd.services.factory import Services
 
 from . import models
 from .import_jobs import SYNC_MAX_HASHES, SYNC_MAX_ROWS, ImportJob, ImportJobs
 from .problems import Problem
-from .routing import ADMIN, Call, Reply, Route
+from .bearer import ADMIN
+from .reply import Reply
+from .router import Call, Route
 from .streaming import Stream
 
 MAX_IMPORT_BYTES = 32 * 1024 * 1024
 CSV_CONTENT_TYPE = "text/csv"
-# In the server, imports and bulk resets hash on half the cores: RADIUS logins keep the rest.
-API_HASH_THREADS = max(1, (os.cpu_count() or 1) // 2)
 
 
 class BulkHandlers:
-    @cached_property
-    def import_jobs(self) -> ImportJobs:
-        return ImportJobs(self.clock)
-
-    def bulk(self, actor: str) -> BulkService:
-        return BulkService(self.runtime.database, self.runtime.hasher, self.runtime.dictionary, actor=actor,
-                           hash_threads=API_HASH_THREADS, sessions=self.sessions(actor))
+    def __init__(self, services: Callable[[str], Services], import_jobs: ImportJobs):
+        self.services = services  # the server's services acting as the API client named
+        self.import_jobs = import_jobs
 
     def import_users(self, call: Call) -> Reply:
         query: models.ImportQuery = call.query
-        data, dry_run, service = call.raw.body, query.dry_run, self.bulk(call.actor)
+        data, dry_run, service = call.raw.body, query.dry_run, self.services(call.actor).bulk
         rows = max(0, len(read_csv(data)[0]) - 1)
         plan = None if rows > SYNC_MAX_ROWS else service.plan_import(data, query.on_conflict)
         if plan is not None and (dry_run or plan.errors or plan.to_hash <= SYNC_MAX_HASHES):
@@ -64,19 +59,20 @@ class BulkHandlers:
         return Reply.json(job)
 
     def export_users(self, call: Call) -> Stream:
-        chunks = self.bulk(call.actor).export_csv()
+        chunks = self.services(call.actor).bulk.export_csv()
         head = next(chunks) + next(chunks, b"")  # the header and the first page: a database error is still a 503
         return Stream(itertools.chain([head], chunks), f"{CSV_CONTENT_TYPE}; charset=utf-8",
                       headers=(("Content-Disposition", 'attachment; filename="users.csv"'),))
 
     def bulk_password_reset(self, call: Call) -> Reply:
         body: models.BulkPasswordReset = call.body
-        return Reply.json(self.bulk(call.actor).reset_passwords(body.usernames, status=body.status, q=body.q,
-                                                                max_users=models.MAX_BULK_USERS))
+        reset = self.services(call.actor).bulk.reset_passwords(body.usernames, status=body.status, q=body.q,
+                                                               max_users=models.MAX_BULK_USERS)
+        return Reply.json(reset)
 
     def bulk_expiration(self, call: Call) -> Reply:
         body: models.BulkExpiration = call.body
-        return Reply.json(self.bulk(call.actor).set_expiration(body.usernames, body.expires_at))
+        return Reply.json(self.services(call.actor).bulk.set_expiration(body.usernames, body.expires_at))
 
 
 def import_reply(report: dict) -> Reply:

@@ -1,8 +1,7 @@
 """Route handlers: thin adapters from a validated ``Call`` to ``radiusd.services`` and back.
 
-Every handler runs in a worker thread. Services are built per request with the API client
-as the audit actor (``api:NAME``); the expensive shared pieces (database engine, password
-hasher, dictionary, seed key, pipeline) come from the server's runtime.
+Every handler runs in a worker thread. Its services are the server's (``runtime.services``)
+acting as the API client (``api:NAME``) in the audit trail.
 """
 
 from __future__ import annotations
@@ -16,34 +15,28 @@ from datetime import datetime, timezone
 from typing import Callable
 from urllib.parse import quote
 
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from radiusd.decisions import Accept, BackendFailure, Challenge, PushPending, Reason
-from radiusd.errors import to_decision
-from radiusd.packets import AuthRequest
+from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, Reason
+from radiusd.model import AuthRequest
 from radiusd.services import Conflict, Invalid, NotFound
-from radiusd.services.api_clients import ApiClientService
 from radiusd.services.audit import list_events
-from radiusd.services.blocks import BlockService
-from radiusd.services.devices import DEVICE_TOKEN_PREFIX, ActivationRefused, DeviceService
-from radiusd.services.nas import NasService, list_key
-from radiusd.services.otp import OtpService
-from radiusd.services.sessions import SessionService
-from radiusd.services.push import PushService, WebhookNotifier
-from radiusd.services.users import UserService, find_user
+from radiusd.services.devices import DEVICE_TOKEN_PREFIX, ActivationRefused
+from radiusd.services.factory import Services
+from radiusd.services.nas import list_key
+from radiusd.services.users import find_user
 
 from . import models
 from .bulk_handlers import BulkHandlers, bulk_routes
+from .import_jobs import ImportJobs
 from .oauth import TokenBucket, TokenEndpoint
 from .problems import Problem
-from .routing import ADMIN, AGENT, DEVICE, PUBLIC, USER, Call, Poll, Reply, Route
+from .bearer import ADMIN, AGENT, DEVICE, PUBLIC, USER
+from .reply import Await, Poll, Reply
+from .router import Call, Route
 
-log = Logger(namespace="radiusd.admin_api")
 PREFIX = "/api/v1"
 AUTH_NAS_PREFIX = "api:"
 ACTIVATIONS_PER_CODE_PER_MINUTE = 5  # with failure counting, a code cannot be guessed at
-HELD_PUSH_POLL_SECONDS = 0.25  # POST /auth waiting for the user's phone
 DEVICE_POLL_SECONDS = 0.5  # GET /mobile/push?wait=N looking for a new request
 
 
@@ -76,57 +69,33 @@ def page(rows: list[dict], limit: int, key: Callable[[dict], object]) -> dict:
 
 # -- the handlers ----------------------------------------------------------------------------------
 
-class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_handlers.py
-    def __init__(self, runtime, *, openapi: bytes, nas_changed: Callable[[], None]):
+class Handlers:
+    def __init__(self, runtime, *, authentication, openapi: bytes, nas_changed: Callable[[], None]):
         self.runtime = runtime
+        self.authentication = authentication
         self.config = runtime.config
         self.metrics = runtime.metrics
         self.clock = runtime.context.clock
         self.openapi_document = openapi
         self.nas_changed = nas_changed
-        self.token = TokenEndpoint(self.api_clients, TokenBucket(self.config.api.token_requests_per_minute))
+        self.token = TokenEndpoint(lambda: self.services("oauth").api_clients,
+                                   TokenBucket(self.config.api.token_requests_per_minute))
         self.activations_by_address = TokenBucket(self.config.api.activation_requests_per_minute)
         self.activations_by_code = TokenBucket(ACTIVATIONS_PER_CODE_PER_MINUTE)
-        self.webhook = WebhookNotifier(self.config.push)
+        self.import_jobs = ImportJobs(self.clock)
+        self.bulk = BulkHandlers(self.services, self.import_jobs)  # the bulk user routes' handlers
 
-    # services, with the API client as the audit actor
-    def users(self, call: Call) -> UserService:
-        return UserService(self.runtime.database, self.runtime.hasher, self.runtime.dictionary, actor=call.actor,
-                           sessions=self.sessions(call.actor))
-
-    def blocks(self, actor: str) -> BlockService:
-        return BlockService(self.runtime.database, self.config.lockout, self.clock, actor=actor,
-                            sessions=self.sessions(actor))
-
-    def sessions(self, actor: str) -> SessionService:
-        """The server's sessions service (its Disconnect client attached), acting as ``actor``."""
-        return self.runtime.sessions.for_actor(actor)
-
-    def otp(self, call: Call) -> OtpService:
-        return OtpService(self.runtime.database, self.runtime.seed_key, self.config.mfa, self.clock, actor=call.actor)
-
-    def nas(self, call: Call) -> NasService:
-        return NasService(self.runtime.database, self.runtime.seed_key, self.config,
-                          warn=lambda text: log.warn("{text}", text=text), actor=call.actor)
-
-    def api_clients(self, actor: str = "oauth") -> ApiClientService:
-        return ApiClientService(self.runtime.database, self.runtime.seed_key, self.clock,
-                                self.config.api.token_ttl_seconds, actor=actor)
-
-    def devices(self, actor: str = "api") -> DeviceService:
-        return DeviceService(self.runtime.database, self.runtime.seed_key, self.config.mfa, self.clock, actor=actor)
-
-    def pushes(self, actor: str) -> PushService:
-        return PushService(self.runtime.database, self.clock, ttl_seconds=self.config.mfa.push_timeout_seconds,
-                           metrics=self.metrics, notifier=self.webhook, actor=actor)
+    def services(self, actor: str) -> Services:
+        """The server's services (its Disconnect client attached), acting as ``actor``."""
+        return self.runtime.services.as_actor(actor)
 
     def principal(self, token: str):
         """Who a Bearer token speaks for: an authenticator app's device, or an API client."""
         if token.startswith(DEVICE_TOKEN_PREFIX):
-            device = self.devices().authenticate(token)
+            device = self.services("api").devices.authenticate(token)
             if device is not None:
                 return device
-        return self.api_clients().authenticate(token)
+        return self.services("oauth").api_clients.authenticate(token)
 
     def reject_delay(self) -> float:
         return self.config.server.reject_delay_seconds
@@ -140,8 +109,9 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
 
     def list_users(self, call: Call) -> Reply:
         query = call.query
-        items, after = self.users(call).list(q=query.q, status=query.status, expires_before=query.expires_before,
-                                             limit=query.limit, cursor=decode_cursor(query.cursor, str))
+        items, after = self.services(call.actor).users.list(q=query.q, status=query.status,
+                                                            expires_before=query.expires_before, limit=query.limit,
+                                                            cursor=decode_cursor(query.cursor, str))
         return Reply.json({"items": items, "next_cursor": encode_cursor(after) if after is not None else None})
 
     def create_user(self, call: Call) -> Reply:
@@ -151,141 +121,145 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
         if body.password is None and body.password_confirmation is not None:
             raise Invalid("password", "password_confirmation given without password")
         fields = body.model_dump(exclude_unset=True, exclude={"username", "password", "password_confirmation"})
-        created = self.users(call).create(body.username, fields, password=body.password,
-                                          confirmation=body.password_confirmation)
+        created = self.services(call.actor).users.create(body.username, fields, password=body.password,
+                                                         confirmation=body.password_confirmation)
         return Reply.json(created, 201, headers=(("Location", f"{PREFIX}/users/{quote(body.username, safe='')}"),))
 
     def show_user(self, call: Call) -> Reply:
-        return Reply.json(self.users(call).show(call.params["username"]))
+        return Reply.json(self.services(call.actor).users.show(call.params["username"]))
 
     def update_user(self, call: Call) -> Reply:
-        return Reply.json(self.users(call).update(call.params["username"], call.body.model_dump(exclude_unset=True)))
+        changes = call.body.model_dump(exclude_unset=True)
+        return Reply.json(self.services(call.actor).users.update(call.params["username"], changes))
 
     def delete_user(self, call: Call) -> Reply:
-        self.users(call).delete(call.params["username"])
+        self.services(call.actor).users.delete(call.params["username"])
         return Reply.empty()
 
     def set_password(self, call: Call) -> Reply:
         body: models.PasswordChange = call.body
-        self.users(call).set_password(call.params["username"], body.password, body.password_confirmation)
+        self.services(call.actor).users.set_password(call.params["username"], body.password, body.password_confirmation)
         return Reply.empty()
 
     def enable_user(self, call: Call) -> Reply:
-        return Reply.json(self.users(call).set_enabled(call.params["username"], True))
+        return Reply.json(self.services(call.actor).users.set_enabled(call.params["username"], True))
 
     def disable_user(self, call: Call) -> Reply:
-        return Reply.json(self.users(call).set_enabled(call.params["username"], False))
+        return Reply.json(self.services(call.actor).users.set_enabled(call.params["username"], False))
 
     def block_user(self, call: Call) -> Reply:
         body: models.BlockRequest = call.body
-        return Reply.json(self.blocks(call.actor).block(call.params["username"], seconds=body.duration_seconds,
-                                                        permanent=body.permanent, reason=body.reason))
+        return Reply.json(self.services(call.actor).blocks.block(call.params["username"], seconds=body.duration_seconds,
+                                                                 permanent=body.permanent, reason=body.reason))
 
     def unblock_user(self, call: Call) -> Reply:
-        self.blocks(call.actor).unblock(call.params["username"])
+        self.services(call.actor).blocks.unblock(call.params["username"])
         return Reply.empty()
 
     def list_sessions(self, call: Call) -> Reply:
         limit = call.query.limit
-        rows = self.sessions(call.actor).list_open(call.params["username"], after=decode_cursor(call.query.cursor, int),
-                                                   limit=limit + 1)
+        rows = self.services(call.actor).sessions.list_open(call.params["username"],
+                                                            after=decode_cursor(call.query.cursor, int),
+                                                            limit=limit + 1)
         document = page(rows, limit, lambda row: row[0])
         return Reply.json({**document, "items": [view for _, view in document["items"]]})
 
     def terminate_sessions(self, call: Call) -> Reply:
         """Disconnect-Request for every open session; answers once each NAS answered or timed out."""
-        return Reply.json({"items": self.sessions(call.actor).terminate_user(call.params["username"], "admin")})
+        items = self.services(call.actor).sessions.terminate_user(call.params["username"], "admin")
+        return Reply.json({"items": items})
 
     # -- blocks and lockout settings -------------------------------------------------------------------
 
     def list_blocked(self, call: Call) -> Reply:
         limit = call.query.limit
-        rows = self.blocks(call.actor).list_blocked(after=decode_cursor(call.query.cursor, str), limit=limit + 1)
+        rows = self.services(call.actor).blocks.list_blocked(after=decode_cursor(call.query.cursor, str),
+                                                             limit=limit + 1)
         return Reply.json(page(rows, limit, lambda row: row["username"]))
 
     def show_lockout(self, call: Call) -> Reply:
-        return Reply.json(self.blocks(call.actor).lockout_settings().model_dump())
+        return Reply.json(self.services(call.actor).blocks.lockout_settings().model_dump())
 
     def replace_lockout(self, call: Call) -> Reply:
-        return Reply.json(self.blocks(call.actor).set_lockout_settings(call.body.model_dump()).model_dump())
+        return Reply.json(self.services(call.actor).blocks.set_lockout_settings(call.body.model_dump()).model_dump())
 
     # -- SoftOTP --------------------------------------------------------------------------------------
 
     def list_softotp(self, call: Call) -> Reply:
         limit = call.query.limit
-        rows = self.otp(call).list(after=decode_cursor(call.query.cursor, str), limit=limit + 1)
+        rows = self.services(call.actor).otp.list(after=decode_cursor(call.query.cursor, str), limit=limit + 1)
         return Reply.json(page(rows, limit, lambda row: row["username"]))
 
     def enroll(self, call: Call) -> Reply:
-        return Reply.json(self.otp(call).enroll(call.params["username"]), 201)
+        return Reply.json(self.services(call.actor).otp.enroll(call.params["username"]), 201)
 
     def verify_enrolment(self, call: Call) -> Reply:
-        service = self.otp(call)
+        service = self.services(call.actor).otp
         username = call.params["username"]
         valid = service.verify(username, call.body.otp)
         return Reply.json({"username": username, "valid": valid, "verified": service.show(username)["verified"]})
 
     def delete_enrolment(self, call: Call) -> Reply:
-        self.otp(call).reset(call.params["username"])
+        self.services(call.actor).otp.reset(call.params["username"])
         return Reply.empty()
 
     def set_remote_config(self, call: Call) -> Reply:
         body: models.RemoteConfig = call.body
-        return Reply.json(self.otp(call).set_remote_config(call.params["username"], pin_required=body.pin_required,
-                                                           biometric_required=body.biometric_required))
+        return Reply.json(self.services(call.actor).otp.set_remote_config(
+            call.params["username"], pin_required=body.pin_required, biometric_required=body.biometric_required))
 
     def set_remote_config_bulk(self, call: Call) -> Reply:
         body: models.BulkRemoteConfig = call.body
-        items = self.otp(call).set_remote_config_bulk(body.usernames, pin_required=body.pin_required,
-                                                      biometric_required=body.biometric_required)
+        items = self.services(call.actor).otp.set_remote_config_bulk(body.usernames, pin_required=body.pin_required,
+                                                                     biometric_required=body.biometric_required)
         return Reply.json({"items": items})
 
     # -- API clients ------------------------------------------------------------------------------------
 
     def list_api_clients(self, call: Call) -> Reply:
         limit = call.query.limit
-        rows = self.api_clients(call.actor).list(after=decode_cursor(call.query.cursor, str), limit=limit + 1)
+        rows = self.services(call.actor).api_clients.list(after=decode_cursor(call.query.cursor, str), limit=limit + 1)
         return Reply.json(page(rows, limit, lambda row: row["client_id"]))
 
     def create_api_client(self, call: Call) -> Reply:
-        created = self.api_clients(call.actor).create(call.body.type, call.body.name)
+        created = self.services(call.actor).api_clients.create(call.body.type, call.body.name)
         return Reply.json(created, 201, headers=(("Location", f"{PREFIX}/api-clients/{created['client_id']}"),))
 
     def show_api_client(self, call: Call) -> Reply:
-        return Reply.json(self.api_clients(call.actor).show(call.params["client_id"]))
+        return Reply.json(self.services(call.actor).api_clients.show(call.params["client_id"]))
 
     def revoke_api_client(self, call: Call) -> Reply:
-        self.api_clients(call.actor).revoke(call.params["client_id"])
+        self.services(call.actor).api_clients.revoke(call.params["client_id"])
         return Reply.empty()
 
     def rotate_api_client_secret(self, call: Call) -> Reply:
-        return Reply.json(self.api_clients(call.actor).rotate_secret(call.params["client_id"]))
+        return Reply.json(self.services(call.actor).api_clients.rotate_secret(call.params["client_id"]))
 
     # -- NAS devices --------------------------------------------------------------------------------------
 
     def list_nas(self, call: Call) -> Reply:
         limit = call.query.limit
-        rows = self.nas(call).list(after=decode_cursor(call.query.cursor, tuple), limit=limit + 1)
+        rows = self.services(call.actor).nas.list(after=decode_cursor(call.query.cursor, tuple), limit=limit + 1)
         return Reply.json(page(rows, limit, lambda row: list(list_key(row))))
 
     def create_nas(self, call: Call) -> Reply:
         body: models.NasCreate = call.body
-        created = self.nas(call).add(body.name, body.address, body.secret, mfa_mode=body.mfa_mode,
-                                     coa_port=body.coa_port,
-                                     require_message_authenticator=body.require_message_authenticator)
+        created = self.services(call.actor).nas.add(body.name, body.address, body.secret, mfa_mode=body.mfa_mode,
+                                                    coa_port=body.coa_port,
+                                                    require_message_authenticator=body.require_message_authenticator)
         self.nas_changed()
         return Reply.json(created, 201, headers=(("Location", f"{PREFIX}/nas/{quote(body.name, safe='')}"),))
 
     def show_nas(self, call: Call) -> Reply:
-        return Reply.json(self.nas(call).show(call.params["name"]))
+        return Reply.json(self.services(call.actor).nas.show(call.params["name"]))
 
     def update_nas(self, call: Call) -> Reply:
-        updated = self.nas(call).update(call.params["name"], call.body.model_dump(exclude_unset=True))
+        updated = self.services(call.actor).nas.update(call.params["name"], call.body.model_dump(exclude_unset=True))
         self.nas_changed()
         return Reply.json(updated)
 
     def delete_nas(self, call: Call) -> Reply:
-        self.nas(call).remove(call.params["name"])
+        self.services(call.actor).nas.remove(call.params["name"])
         self.nas_changed()
         return Reply.empty()
 
@@ -311,29 +285,20 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
                 state = b""
             if not state:
                 raise Invalid("state", "state must be the base64 text a challenge returned")
-        request = AuthRequest(nas=AUTH_NAS_PREFIX + call.principal.name, mfa_mode="challenge", source=call.raw.peer,
-                              identifier=0, user_name=body.username, password=body.password.encode(), state=state,
-                              auth_type="pap", nas_identifier=call.principal.name, received_at=self.clock())
-        try:
-            decision = self.runtime.pipeline.run(request)
-        except Exception:
-            decision = to_decision(Failure())
-        if isinstance(decision, PushPending):  # the user's phone decides; no thread waits for it
-            return Poll(lambda: self.resumed_auth(request, decision), HELD_PUSH_POLL_SECONDS)
-        return self.auth_reply(decision)
-
-    def resumed_auth(self, request: AuthRequest, pending: PushPending) -> Reply | None:
-        try:
-            decision = self.runtime.pipeline.resume(request, pending)
-        except Exception:
-            decision = to_decision(Failure())
-        return None if decision is None else self.auth_reply(decision)
+        now = self.clock()
+        request = AuthRequest(nas=AUTH_NAS_PREFIX + call.principal.name, mfa_mode="challenge",
+                              user_name=body.username, password=body.password.encode(), state=state,
+                              auth_type="pap", nas_identifier=call.principal.name, received_at=now,
+                              deadline=now + self.config.server.request_budget_seconds)
+        return Await(lambda: self.authentication.decide(request).addCallback(self.auth_reply))
 
     def auth_reply(self, decision) -> Reply:
-        self.metrics.auth_decisions.labels(reason=str(decision.reason)).inc()
+        """The Decision as the agent sees it (on the reactor; counted by ``Authentication``)."""
+        if isinstance(decision, Abandoned):
+            return Reply.problem(Problem(503, "overloaded", "the server is overloaded; try again",
+                                         headers=(("Retry-After", "1"),)))
         if isinstance(decision, BackendFailure):
-            self.metrics.backend_errors.labels(backend=decision.backend).inc()
-            raise Problem(503, "backend_error", "authentication could not be decided; try again")
+            return Reply.problem(Problem(503, "backend_error", "authentication could not be decided; try again"))
         if isinstance(decision, Accept):
             attributes = [{"name": name, "value": value} for name, value in decision.attributes]
             return Reply.json({"result": "accept", "attributes": attributes})
@@ -345,7 +310,8 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
     def verify_otp(self, call: Call) -> Reply:
         """``POST /otp/verify``: a user's TOTP code, checked like a login's second factor."""
         body: models.OtpCheck = call.body
-        result = self.otp(call).check_user_code(body.username, body.otp, self.blocks("lockout"), client=call.actor)
+        result = self.services(call.actor).otp.check_user_code(body.username, body.otp,
+                                                               self.services("lockout").blocks, client=call.actor)
         if result.reason is Reason.OTP_REPLAY:
             self.metrics.otp_replays.inc()
         if result.locked:
@@ -361,16 +327,17 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
         if user.status(now) != "active":
             raise Conflict("username", f"{body.username} may not log in now")
-        device = self.devices().device_of(user.id)
+        device = self.services("api").devices.device_of(user.id)
         if device is None:
             raise Conflict("username", f"{body.username} has no activated authenticator app")
-        created = self.pushes(call.actor).create(user.id, user.username, device_row=device, nas=call.actor,
-                                                 description=body.description,
-                                                 requested_by=call.principal.client_id)
+        created = self.services(call.actor).pushes.create(user.id, user.username, device_row=device, nas=call.actor,
+                                                          description=body.description,
+                                                          requested_by=call.principal.client_id)
         return Reply.json(created, 201, headers=(("Location", f"{PREFIX}/push/{created['push_id']}"),))
 
     def show_push(self, call: Call) -> Reply:
-        return Reply.json(self.pushes(call.actor).show(call.params["push_id"], requested_by=call.principal.client_id))
+        shown = self.services(call.actor).pushes.show(call.params["push_id"], requested_by=call.principal.client_id)
+        return Reply.json(shown)
 
     # -- the authenticator app (device routes) -------------------------------------------------------------------
 
@@ -381,8 +348,9 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
         limit(self.activations_by_code, hashlib.sha256(body.activation_code.encode()).hexdigest(),
               "with this activation code")
         try:
-            activated = self.devices("mobile").activate(body.activation_code, body.otp, device_name=body.device_name,
-                                                        platform=body.platform, blocks=self.blocks("lockout"))
+            activated = self.services("mobile").devices.activate(
+                body.activation_code, body.otp, device_name=body.device_name, platform=body.platform,
+                blocks=self.services("lockout").blocks)
         except ActivationRefused as refused:
             if refused.locked:
                 self.metrics.lockouts.inc()
@@ -390,15 +358,15 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
         return Reply.json(activated, 201)
 
     def mobile_config(self, call: Call) -> Reply:
-        return Reply.json(self.devices(call.actor).config(call.principal))
+        return Reply.json(self.services(call.actor).devices.config(call.principal))
 
     def mobile_config_ack(self, call: Call) -> Reply:
-        return Reply.json(self.devices(call.actor).acknowledge(call.principal, call.body.version))
+        return Reply.json(self.services(call.actor).devices.acknowledge(call.principal, call.body.version))
 
     def mobile_pushes(self, call: Call) -> Reply | Poll:
         """``GET /mobile/push?wait=N``: the user's pending requests; with none and ``wait``,
         a long poll (the database is read every half second from the API pool)."""
-        pushes, user_id = self.pushes(call.actor), call.principal.user_id
+        pushes, user_id = self.services(call.actor).pushes, call.principal.user_id
         found = pushes.pending_for(user_id)
         if found or not call.query.wait:
             return Reply.json({"items": found})
@@ -410,8 +378,8 @@ class Handlers(BulkHandlers):  # the bulk user routes' handlers are in bulk_hand
         return Poll(attempt, DEVICE_POLL_SECONDS, within=call.query.wait, expired=Reply.json({"items": []}))
 
     def mobile_decide(self, call: Call) -> Reply:
-        decided = self.pushes(call.actor).decide(call.params["push_id"], user_id=call.principal.user_id,
-                                                 approve=call.body.decision == "approve")
+        decided = self.services(call.actor).pushes.decide(call.params["push_id"], user_id=call.principal.user_id,
+                                                          approve=call.body.decision == "approve")
         return Reply.json(decided)
 
 
@@ -433,7 +401,7 @@ def build_routes(handlers: Handlers) -> list[Route]:
         Route("GET", f"{p}/openapi.json", h.openapi, PUBLIC),
         Route("GET", f"{p}/users", h.list_users, ADMIN, query=m.UserQuery),
         Route("POST", f"{p}/users", h.create_user, ADMIN, body=m.UserCreate),
-        *bulk_routes(h, f"{p}/users"),
+        *bulk_routes(h.bulk, f"{p}/users"),
         Route("GET", user, h.show_user, ADMIN),
         Route("PATCH", user, h.update_user, ADMIN, body=m.UserUpdate),
         Route("DELETE", user, h.delete_user, ADMIN),
@@ -465,8 +433,7 @@ def build_routes(handlers: Handlers) -> list[Route]:
         Route("PATCH", nas, h.update_nas, ADMIN, body=m.NasUpdate),
         Route("DELETE", nas, h.delete_nas, ADMIN),
         Route("GET", f"{p}/audit-events", h.list_audit_events, ADMIN, query=m.AuditQuery),
-        Route("POST", f"{p}/auth", h.authenticate, AGENT, body=m.AuthCheck, pool="auth",
-              timeout_seconds=handlers.config.server.plugin_timeout_seconds),
+        Route("POST", f"{p}/auth", h.authenticate, AGENT, body=m.AuthCheck),
         Route("POST", f"{p}/otp/verify", h.verify_otp, USER, body=m.OtpCheck),
         Route("POST", f"{p}/push", h.start_push, USER, body=m.PushStart),
         Route("GET", f"{p}/push/{{push_id}}", h.show_push, USER),

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from radiusd.errors import backend_of
 from radiusd.services import ServiceError
-from radiusd.services.bulk import ImportCancelled
+from radiusd.services.hashing import ImportCancelled
 
 log = Logger(namespace="radiusd.admin_api")
 

@@ -23,7 +23,8 @@ from radiusd.services import Invalid
 from radiusd.services.api_clients import ApiClientService
 
 from .problems import Problem
-from .routing import Call, Reply
+from .reply import Reply
+from .router import Call
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 GRANT_TYPE = "client_credentials"

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from radiusd.decisions import Accept, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
-from radiusd.services.blocks import BlockService
+from radiusd.plugin import PluginContext, hookimpl
 
 NAME = "account_state"
 # What counts as a failed attempt: a wrong secret of a known user, and a push the user denied
@@ -21,9 +20,9 @@ class Plugin:
     def __init__(self, context: PluginContext):
         self.clock = context.clock
         self.metrics = context.metrics
-        # A lockout terminates the user's sessions (SPEC §4) through the server's sessions service.
-        self.blocks = BlockService(context.database, context.config.lockout, context.clock, actor="lockout",
-                                   sessions=context.extra.get("sessions"))
+        # A lockout terminates the user's sessions (SPEC §4) through the server's sessions service;
+        # its audit event names the actor "lockout" whoever the service acts as.
+        self.blocks = context.services.blocks
 
     @hookimpl
     def radiusd_check_account(self, request, user):

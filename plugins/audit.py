@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from radiusd.decisions import Accept, Challenge
-from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.plugin import PluginContext, hookimpl
 from radiusd.services.audit import record_event
 
 NAME = "audit"

@@ -20,25 +20,66 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 
-from sqlalchemy import insert, update
-from sqlalchemy.exc import IntegrityError
+from pydantic import Field, field_validator, model_validator
 from twisted.logger import Logger
 
-from radiusd.config import ConfigError
-from radiusd.db.tables import users
+from radiusd.config import ConfigError, Secret, Section
 from radiusd.decisions import Accept, PasswordOk, Reason, Reject
 from radiusd.directory import Directory, DirectoryEntry
 from radiusd.errors import BackendError
-from radiusd.hookspecs import PluginContext, hookimpl
 from radiusd.model import User
+from radiusd.plugin import PluginContext, hookimpl
 from radiusd.services import Invalid
-from radiusd.services.audit import record_event
-from radiusd.services.users import check_reply_attributes, check_username, find_user
+from radiusd.services.users import NO_RECORD, check_reply_attributes, check_username, find_user
 
 NAME = "ldap_users"
 SOURCE = "ldap"
-NO_RECORD = 0  # id of a directory user whose local record the first successful bind creates
 log = Logger(namespace="radiusd.ldap")
+
+
+class GroupReplyAttribute(Section):
+    name: str = Field(min_length=1, max_length=64)
+    value: str | int
+
+
+class LdapSection(Section):
+    """``[ldap]``: the directory (SPEC §8); without it the plugin cannot be enabled."""
+
+    urls: list[str] = Field(min_length=1)
+    bind_dn: str = ""  # empty: anonymous search
+    bind_password: Secret | None = None
+    base_dn: str = Field(min_length=1)
+    user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
+    username_attribute: str = Field("uid", min_length=1)
+    group_base_dn: str = ""  # empty: base_dn
+    group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"  # empty: the user's memberOf
+    group_name_attribute: str = Field("cn", min_length=1)
+    start_tls: bool = False
+    ca_file: str = ""
+    connect_timeout_seconds: float = Field(2, gt=0, le=30)
+    receive_timeout_seconds: int = Field(3, ge=1, le=30)  # whole seconds (SO_RCVTIMEO, as ldap3 sets it)
+    max_connections: int = Field(10, ge=1, le=256)
+    group_reply_attributes: dict[str, list[GroupReplyAttribute]] = {}
+
+    @field_validator("urls")
+    @classmethod
+    def _ldap_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.lower().startswith(("ldap://", "ldaps://")):
+                raise ValueError(f"{url!r} is not an ldap:// or ldaps:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _filters(self):
+        for key, placeholder, required in (("user_filter", "{username}", True), ("group_filter", "{dn}", False)):
+            text = getattr(self, key)
+            if not text and not required:
+                continue
+            if placeholder not in text or not (text.startswith("(") and text.endswith(")")):
+                raise ValueError(f"{key} must be a parenthesised LDAP filter containing {placeholder}")
+        if self.bind_dn and self.bind_password is None:
+            raise ValueError("bind_dn needs bind_password")
+        return self
 
 
 class Plugin:
@@ -53,9 +94,11 @@ class Plugin:
                 raise ConfigError(f"[ldap.group_reply_attributes] {group}: {exc.detail}") from None
         self.context = context
         self.database = context.database
+        self.users = context.services.as_actor(NAME).users  # creates the records: the audit names this plugin
         self.group_attributes = {group.casefold(): tuple((item.name, item.value) for item in items)
                                  for group, items in section.group_reply_attributes.items()}
         self.directory = Directory(section)
+        self.bulkheads = context.bulkheads  # a stalled directory may not take every auth thread
         for url in self.directory.cleartext_urls:
             log.warn("[ldap] {url} carries passwords in clear text: use ldaps:// or start_tls = true", url=url)
         self._current = threading.local()  # the entry found for the request this thread runs
@@ -64,7 +107,8 @@ class Plugin:
 
     @hookimpl
     def radiusd_find_user(self, request):
-        entry = self.directory.find(request.user_name)
+        with self.bulkheads.enter("ldap"):
+            entry = self.directory.find(request.user_name)
         if entry is None:
             return None
         user = find_user(self.database, entry.username)
@@ -90,11 +134,12 @@ class Plugin:
         entry = self._entry(request, user)
         if entry is None:
             return Reject(Reason.UNKNOWN_USER, NAME, "not in the directory")
-        refused = self.directory.authenticate(entry.dn, password)
+        with self.bulkheads.enter("ldap"):
+            refused = self.directory.authenticate(entry.dn, password)
         if refused is not None:
             return Reject(refused, NAME)
         if user.id == NO_RECORD:
-            self._create_record(entry.username)
+            self.users.create_record(entry.username, SOURCE, self._now())
         return PasswordOk(NAME)
 
     @hookimpl
@@ -104,16 +149,15 @@ class Plugin:
         entry = self._entry(request, user)
         if entry is None:
             raise BackendError("ldap", "user left the directory during the request")
-        groups = {name.casefold() for name in self.directory.groups(entry)}
+        with self.bulkheads.enter("ldap"):
+            groups = {name.casefold() for name in self.directory.groups(entry)}
         return [pair for group, pairs in self.group_attributes.items() if group in groups for pair in pairs]
 
     @hookimpl
     def radiusd_post_auth(self, request, user, decision):
         self._current.__dict__.clear()
         if user is not None and user.id == NO_RECORD and user.source == SOURCE and isinstance(decision, Accept):
-            with self.database.writer.begin() as conn:  # the record was created during this request
-                conn.execute(update(users).where(users.c.username == user.username, users.c.source == SOURCE)
-                             .values(last_login_at=self._now()))
+            self.users.record_login(user, self._now())  # the record was created during this request
 
     @hookimpl
     def radiusd_health_checks(self):
@@ -137,15 +181,3 @@ class Plugin:
             return None
         self._remember(request, entry)
         return entry
-
-    def _create_record(self, username: str) -> None:
-        now = self._now()
-        try:
-            with self.database.writer.begin() as conn:
-                conn.execute(insert(users).values(username=username, password_hash=None, enabled=True,
-                                                  source=SOURCE, reply_attributes=[], created_at=now,
-                                                  updated_at=now))
-        except IntegrityError:
-            return  # a concurrent first login created it
-        record_event(self.database, "admin", username=username, result="ok", reason="user.create",
-                     actor=NAME, detail={"source": SOURCE})

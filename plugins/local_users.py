@@ -7,11 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import update
-
-from radiusd.db.tables import users
 from radiusd.decisions import Accept, PasswordOk, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.plugin import PluginContext, hookimpl
 from radiusd.pipeline import framed_ip_value
 from radiusd.services.users import find_user
 
@@ -23,6 +20,7 @@ class Plugin:
         self.context = context
         self.database = context.database
         self.hasher = context.hasher
+        self.users = context.services.users
 
     @hookimpl
     def radiusd_find_user(self, request):
@@ -35,7 +33,7 @@ class Plugin:
         if not self.hasher.verify(user.password_hash, password):
             return Reject(Reason.BAD_PASSWORD, NAME)
         if self.hasher.needs_rehash(user.password_hash):
-            self._rehash(user, password)
+            self.users.upgrade_hash(user, password)
         return PasswordOk(NAME)
 
     @hookimpl
@@ -49,14 +47,4 @@ class Plugin:
     @hookimpl
     def radiusd_post_auth(self, request, user, decision):
         if user is not None and isinstance(decision, Accept):
-            now = datetime.fromtimestamp(self.context.clock(), timezone.utc)
-            with self.database.writer.begin() as conn:
-                conn.execute(update(users).where(users.c.id == user.id).values(last_login_at=now))
-
-    def _rehash(self, user, password: bytes) -> None:
-        """Upgrade the stored hash (older argon2 parameters, or bcrypt) to argon2id with the current
-        parameters, unless it changed meanwhile."""
-        with self.database.writer.begin() as conn:
-            conn.execute(update(users)
-                         .where(users.c.id == user.id, users.c.password_hash == user.password_hash)
-                         .values(password_hash=self.hasher.hash(password)))
+            self.users.record_login(user, datetime.fromtimestamp(self.context.clock(), timezone.utc))

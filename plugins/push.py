@@ -8,7 +8,7 @@ without an app are untouched, and disabling this plugin gives those users plain 
 - Append mode: the request is created and the pipeline answers ``PushPending``; the protocol
   layer holds the reply (polling ``radiusd_resume_pending`` on reactor timers) until the app
   approves or denies, or ``[mfa] push_timeout_seconds`` pass. A password that ends in six
-  ASCII digits is taken as password + TOTP code instead (the pipeline's ``CODE_FALLBACK``),
+  ASCII digits is taken as password + TOTP code instead (this plugin's ``factors`` say so),
   so such passwords cannot use push on append-mode NASes.
 - Challenge mode: the request is created and the NAS gets an Access-Challenge ("Approve
   request NN on your phone, or enter a code"). The answer with the State and an empty or
@@ -20,24 +20,44 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from pydantic import Field, field_validator
+
 from radiusd.challenges import state_hash
+from radiusd.config import Secret, Section
 from radiusd.decisions import Accept, PushPending, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
-from radiusd.services.devices import DeviceService
-from radiusd.services.push import APPROVED, DENIED, PENDING, PushService, WebhookNotifier, new_number
+from radiusd.plugin import Factor, PluginContext, hookimpl
+from radiusd.services.push import APPROVED, DENIED, PENDING, new_number
 
 NAME = "push"
 CODE_FACTOR = "totp"
 PROMPT = "Approve request {number} on your phone, or enter the 6-digit code from your authenticator app"
 
 
+class PushSection(Section):
+    """``[push]``: the optional wake-up webhook. The approval timeout is ``[mfa]
+    push_timeout_seconds``."""
+
+    webhook_url: str = ""  # "": no webhook; else POSTed {"type": "push.created", "push_id", "expires_at"}
+    webhook_headers: dict[str, Secret] = {}
+    webhook_timeout_seconds: float = Field(5, gt=0, le=30)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value
+
+
 class Plugin:
+    # A 6-digit code typed instead of approving (appended, or as the challenge answer) is TOTP.
+    factors = (Factor(NAME, appended_code=True, code_factor=CODE_FACTOR),)
+
     def __init__(self, context: PluginContext):
         self.context = context
         self.mfa = context.config.mfa
-        self.devices = DeviceService(context.database, context.seed_key, context.config.mfa, context.clock)
-        self.pushes = PushService(context.database, context.clock, ttl_seconds=self.mfa.push_timeout_seconds,
-                                  metrics=context.metrics, notifier=WebhookNotifier(context.config.push))
+        self.devices = context.services.devices
+        self.pushes = context.services.pushes
 
     @hookimpl(wrapper=True)
     def radiusd_factor_for(self, request, user):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import timedelta
+from typing import Literal
 
-from sqlalchemy import delete, func, insert, select
+from pydantic import Field, model_validator
 
-from radiusd.db.tables import sms_messages, users
+from radiusd.config import Secret, Section
 from radiusd.decisions import Accept, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
+from radiusd.plugin import Factor, PluginContext, hookimpl
 from radiusd.services.otp import is_code
 from radiusd.sms import make_gateway
 
@@ -25,11 +25,40 @@ PROMPT = "Enter the code sent to your phone"
 CODE_PURPOSE = "sms-code"
 
 
+class SmsSection(Section):
+    """``[sms]``: the gateway SMS codes go through, and the per-user sending limit."""
+
+    gateway: Literal["file", "http"] = "file"
+    spool_path: str = "var/sms.spool"
+    max_per_window: int = Field(3, ge=1)
+    window_seconds: int = Field(600, gt=0)
+    message: str = "Your {issuer} code is {code}"
+    # http gateway: {phone} and {message} in url and body are replaced, escaped for the place
+    url: str = ""
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    headers: dict[str, Secret] = {}
+    body: str = '{"to": "{phone}", "text": "{message}"}'
+    content_type: str = "application/json"
+    success_statuses: list[int] = [200, 201, 202, 204]
+    timeout_seconds: float = Field(5, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _http_needs_url(self):
+        if self.gateway == "http" and not self.url.startswith(("http://", "https://")):
+            raise ValueError("gateway http needs url = \"http(s)://...\"")
+        if "{code}" not in self.message:
+            raise ValueError("message must contain {code}")
+        return self
+
+
 class Plugin:
+    factors = (Factor(NAME),)  # the code arrives later, by SMS: never appended
+
     def __init__(self, context: PluginContext):
         self.context = context
         self.settings = context.config.sms
         self.gateway = make_gateway(self.settings)
+        self.messages = context.services.sms_messages
 
     @hookimpl
     def radiusd_factor_for(self, request, user):
@@ -41,16 +70,17 @@ class Plugin:
             return None
         if request.mfa_mode == "append":
             return Reject(Reason.OTP_REQUIRED, NAME, "SMS codes need a NAS in challenge mode")
-        reserved = self._reserve_send(user)
+        reserved = self.messages.reserve(user.id, limit=self.settings.max_per_window,
+                                         window_seconds=self.settings.window_seconds)
         if reserved is None:
             return Reject(Reason.SMS_RATE_LIMITED, NAME)
         code = f"{secrets.randbelow(10 ** 6):06d}"
         message = self.settings.message.replace("{issuer}", self.context.config.mfa.issuer).replace("{code}", code)
         try:
-            self.gateway.send(user.phone, message)
+            with self.context.bulkheads.enter("sms"):  # a stalled gateway may not take every auth thread
+                self.gateway.send(user.phone, message)
         except Exception:  # a message that was not sent does not count against the limit
-            with self.context.database.writer.begin() as conn:
-                conn.execute(delete(sms_messages).where(sms_messages.c.id == reserved))
+            self.messages.release(reserved)
             raise
         return self.context.challenges.issue(user, request.nas, NAME, self.context.config.mfa.sms_code_ttl_seconds,
                                              PROMPT, self.context.seed_key.digest(code.encode(), CODE_PURPOSE))
@@ -64,18 +94,3 @@ class Plugin:
         if is_code(code) and hmac.compare_digest(self.context.seed_key.digest(code.encode(), CODE_PURPOSE), expected):
             return Accept(decided_by=NAME)
         return Reject(Reason.BAD_OTP, NAME)
-
-    def _reserve_send(self, user) -> int | None:
-        """Count and record a message in one write transaction serialised per user (SQLite:
-        BEGIN IMMEDIATE; PostgreSQL: the user's row locked), so concurrent logins on any thread,
-        process or instance cannot exceed the limit. The reserved row's id, or None if over."""
-        now = self.context.challenges.now()
-        since = now - timedelta(seconds=self.settings.window_seconds)
-        with self.context.database.writer.begin() as conn:
-            conn.execute(select(users.c.id).where(users.c.id == user.id).with_for_update())
-            sent = conn.execute(select(func.count()).select_from(sms_messages)
-                                .where(sms_messages.c.user_id == user.id, sms_messages.c.sent_at > since)).scalar()
-            if sent >= self.settings.max_per_window:
-                return None
-            return conn.execute(insert(sms_messages).values(user_id=user.id, sent_at=now)
-                                .returning(sms_messages.c.id)).scalar()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from radiusd.decisions import Accept, Reason, Reject
-from radiusd.hookspecs import PluginContext, hookimpl
-from radiusd.services.otp import CodeCheck, OtpService
+from radiusd.plugin import Factor, PluginContext, hookimpl
+from radiusd.services.otp import CodeCheck
 
 NAME = "totp"
 PROMPT = "Enter the 6-digit code from your authenticator app"
 
 
 class Plugin:
+    factors = (Factor(NAME, appended_code=True),)
+
     def __init__(self, context: PluginContext):
         self.context = context
-        self.otp = OtpService(context.database, context.seed_key, context.config.mfa, context.clock)
+        self.otp = context.services.otp
 
     @hookimpl
     def radiusd_factor_for(self, request, user):

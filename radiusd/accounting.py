@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from functools import cache
 
-from radiusd.packets import Attr, Frame, MalformedPacket, _address, _integer, _text
+from radiusd.packets import Attr, Frame, MalformedPacket, decode_address, decode_integer, decode_text
 
 # Acct-Status-Type values recorded, by the metric label they count under (SPEC §7.1).
 START, STOP, INTERIM_UPDATE, ACCOUNTING_ON, ACCOUNTING_OFF = (
@@ -68,40 +68,40 @@ class AccountingRequest:
 
 
 def _octets(frame: Frame, octets: int, gigawords: int) -> int | None:
-    low = _integer(frame.first(octets))
+    low = decode_integer(frame.first(octets))
     if low is None:
         return None
-    return ((_integer(frame.first(gigawords)) or 0) << 32) + low
+    return ((decode_integer(frame.first(gigawords)) or 0) << 32) + low
 
 
 def decode_accounting_request(frame: Frame, nas_name: str, source: str, received_at: float) -> AccountingRequest:
     """Read everything the sessions table needs; MalformedPacket without Acct-Status-Type, or
     without a usable Acct-Session-Id on Start, Interim-Update and Stop (RFC 2866 §5.1, §5.5)."""
-    number = _integer(frame.first(Attr.ACCT_STATUS_TYPE))
+    number = decode_integer(frame.first(Attr.ACCT_STATUS_TYPE))
     if number is None:
         raise MalformedPacket("Accounting-Request without Acct-Status-Type")
     status_type = STATUS_TYPES.get(number, OTHER)
-    session_id = _text(frame.first(Attr.ACCT_SESSION_ID))
+    session_id = decode_text(frame.first(Attr.ACCT_SESSION_ID))
     if status_type in SESSION_STATUS_TYPES and session_id is None:
         raise MalformedPacket("Accounting-Request without Acct-Session-Id")
-    cause = _integer(frame.first(Attr.ACCT_TERMINATE_CAUSE))
-    delay = _integer(frame.first(Attr.ACCT_DELAY_TIME)) or 0
+    cause = decode_integer(frame.first(Attr.ACCT_TERMINATE_CAUSE))
+    delay = decode_integer(frame.first(Attr.ACCT_DELAY_TIME)) or 0
     return AccountingRequest(
         nas=nas_name,
         source=source,
         status_type=status_type,
         session_id=session_id,
-        user_name=_text(frame.first(Attr.USER_NAME)),
-        nas_ip_address=_address(frame.first(Attr.NAS_IP_ADDRESS)),
-        nas_identifier=_text(frame.first(Attr.NAS_IDENTIFIER)),
-        nas_port=_integer(frame.first(Attr.NAS_PORT)),
-        framed_ip_address=_address(frame.first(Attr.FRAMED_IP_ADDRESS)),
-        calling_station_id=_text(frame.first(Attr.CALLING_STATION_ID)),
+        user_name=decode_text(frame.first(Attr.USER_NAME)),
+        nas_ip_address=decode_address(frame.first(Attr.NAS_IP_ADDRESS)),
+        nas_identifier=decode_text(frame.first(Attr.NAS_IDENTIFIER)),
+        nas_port=decode_integer(frame.first(Attr.NAS_PORT)),
+        framed_ip_address=decode_address(frame.first(Attr.FRAMED_IP_ADDRESS)),
+        calling_station_id=decode_text(frame.first(Attr.CALLING_STATION_ID)),
         input_octets=_octets(frame, Attr.ACCT_INPUT_OCTETS, Attr.ACCT_INPUT_GIGAWORDS),
         output_octets=_octets(frame, Attr.ACCT_OUTPUT_OCTETS, Attr.ACCT_OUTPUT_GIGAWORDS),
-        session_time=_integer(frame.first(Attr.ACCT_SESSION_TIME)),
+        session_time=decode_integer(frame.first(Attr.ACCT_SESSION_TIME)),
         terminate_cause=value_name("Acct-Terminate-Cause", cause) if cause is not None else None,
-        interim_interval=_integer(frame.first(Attr.ACCT_INTERIM_INTERVAL)),
+        interim_interval=decode_integer(frame.first(Attr.ACCT_INTERIM_INTERVAL)),
         delay_time=min(delay, 86400),  # a day at most: a wild value must not date the event
         received_at=received_at,
     )

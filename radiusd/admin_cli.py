@@ -17,6 +17,7 @@ from functools import cached_property, wraps
 import click
 
 from radiusd.config import Config, ConfigError, config_path, load_config
+from radiusd.errors import backend_of
 from radiusd.services import ServiceError
 
 
@@ -38,74 +39,27 @@ class AdminContext:
         return Database(self.config.database.url, pool_size=2)
 
     @cached_property
-    def seed_key(self):
-        from radiusd.crypto import SeedKey
-
-        return SeedKey.load(self.config.security.seed_key)
-
-    @cached_property
-    def users(self):
-        from radiusd.crypto import PasswordHasher
-        from radiusd.dictionary import RadiusDictionary
-        from radiusd.services.users import UserService
-
-        return UserService(self.database, PasswordHasher(self.config.security), RadiusDictionary(), actor="cli",
-                           sessions=self.sessions)
-
-    @cached_property
-    def bulk(self):
-        from radiusd.services.bulk import BulkService
-
-        return BulkService(self.database, self.users.hasher, self.users.dictionary, actor="cli",
-                           sessions=self.sessions)
-
-    @cached_property
-    def otp(self):
+    def services(self):
+        """The services acting as "cli"; Disconnect-Requests go out from here with the blocking
+        client (no reactor), to the NAS list as the server builds it (file and database)."""
         import time
 
-        from radiusd.services.otp import OtpService
-
-        return OtpService(self.database, self.seed_key, self.config.mfa, time.time, actor="cli")
-
-    @cached_property
-    def blocks(self):
-        import time
-
-        from radiusd.services.blocks import BlockService
-
-        return BlockService(self.database, self.config.lockout, time.time, actor="cli", sessions=self.sessions)
-
-    @cached_property
-    def sessions(self):
-        """Sessions; Disconnect-Requests go out from here with the blocking client (no reactor)."""
         from radiusd.disconnect import disconnect_blocking
-        from radiusd.services.sessions import SessionService
+        from radiusd.services.factory import Resources, Services
+
+        def warn(text: str) -> None:
+            click.echo(f"warning: {text}", err=True)
 
         settings = self.config.accounting
-        return SessionService(self.database, settings, nas_lookup=lambda name: self.registry.by_name(name),
-                              disconnect=lambda targets: disconnect_blocking(targets, settings), actor="cli",
-                              on_error=lambda text: click.echo(f"warning: {text}", err=True))
+        return Services(Resources(self.config, self.database, clock=time.time, warn=warn,
+                                  nas_lookup=lambda name: self.registry.by_name(name),
+                                  disconnect=lambda targets: disconnect_blocking(targets, settings), on_error=warn),
+                        actor="cli")
 
     @cached_property
     def registry(self):
-        """The NAS list as the server builds it (file and database), built only when needed."""
-        return self.nas.registry()
-
-    @cached_property
-    def api_clients(self):
-        import time
-
-        from radiusd.services.api_clients import ApiClientService
-
-        return ApiClientService(self.database, self.seed_key, time.time, self.config.api.token_ttl_seconds,
-                                actor="cli")
-
-    @cached_property
-    def nas(self):
-        from radiusd.services.nas import NasService
-
-        return NasService(self.database, self.seed_key, self.config,
-                          warn=lambda text: click.echo(f"warning: {text}", err=True))
+        """The NAS list, built only when a session is to be disconnected."""
+        return self.services.nas.registry()
 
     def emit(self, document, columns: list[str] | None = None) -> None:
         """Print a result: JSON, or a table (lists) / ``key: value`` lines (objects)."""
@@ -166,9 +120,9 @@ def operation(function):
         except ConfigError as exc:
             fail(str(exc))
         except Exception as exc:  # a backend failure is still one clear line, never a traceback
-            if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
-                fail(f"database error: {str(exc).splitlines()[0]}")
-            raise
+            if backend_of(exc) != "db":
+                raise
+            fail(f"database error: {str(exc).splitlines()[0]}")
     return run
 
 
@@ -212,7 +166,7 @@ def upgrade(admin: AdminContext):
 
     reference = admin.config.security.seed_key
     created = bool(reference.file) and create_seed_key_file(reference.file)
-    admin.seed_key  # noqa: B018 - refuse to go on with an unusable key
+    admin.services.resources.seed_key  # noqa: B018 - refuse to go on with an unusable key
     migrate.upgrade(admin.database)
     admin.emit({"revision": migrate.current_revision(admin.database), "seed_key_created": created})
 
@@ -252,8 +206,8 @@ def nas_add(admin, name, address, secret_stdin, generate_secret, mfa_mode, coa_p
     if secret_stdin and generate_secret:
         raise click.UsageError("--secret-stdin and --generate-secret exclude each other")
     secret = new_secret() if generate_secret else read_secret(secret_stdin, "Shared secret")
-    shown = admin.nas.add(name, address, secret, mfa_mode=mfa_mode, coa_port=coa_port,
-                          require_message_authenticator=require_message_authenticator)
+    shown = admin.services.nas.add(name, address, secret, mfa_mode=mfa_mode, coa_port=coa_port,
+                                   require_message_authenticator=require_message_authenticator)
     admin.emit({**shown, "secret": secret} if generate_secret else shown)
 
 
@@ -262,7 +216,7 @@ def nas_add(admin, name, address, secret_stdin, generate_secret, mfa_mode, coa_p
 @operation
 def nas_list(admin):
     """List NAS devices from the configuration file and the database."""
-    admin.emit(admin.nas.list(), ["name", "address", "mfa_mode", "coa_port", "origin"])
+    admin.emit(admin.services.nas.list(), ["name", "address", "mfa_mode", "coa_port", "origin"])
 
 
 @nas.command("remove")
@@ -271,7 +225,7 @@ def nas_list(admin):
 @operation
 def nas_remove(admin, name):
     """Remove a NAS kept in the database."""
-    admin.nas.remove(name)
+    admin.services.nas.remove(name)
     admin.emit({"removed": name})
 
 
@@ -286,7 +240,7 @@ def nas_rotate_secret(admin, name, secret_stdin, generate_secret):
     from radiusd.services.nas import generate_secret as new_secret
 
     secret = new_secret() if generate_secret else read_secret(secret_stdin, "New shared secret")
-    admin.nas.rotate_secret(name, secret)
+    admin.services.nas.rotate_secret(name, secret)
     admin.emit({"name": name, "secret": secret} if generate_secret else {"name": name, "rotated": True})
 
 
@@ -345,7 +299,7 @@ def user_add(admin, username, password_stdin, **options):
     """Create a user (the password is prompted for twice, or read with --password-stdin)."""
     fields = profile_fields(options)
     password = read_secret(password_stdin, "Password")
-    admin.emit(admin.users.create(username, fields, password=password))
+    admin.emit(admin.services.users.create(username, fields, password=password))
 
 
 @user.command("set")
@@ -357,11 +311,11 @@ def user_set(admin, username, password_stdin, **options):
     """Change the given fields (and the password, with --password-stdin)."""
     fields = profile_fields(options)
     if password_stdin:
-        admin.users.set_password(username, read_secret(True, "Password"))
+        admin.services.users.set_password(username, read_secret(True, "Password"))
     if fields or not password_stdin:
-        admin.emit(admin.users.update(username, fields))
+        admin.emit(admin.services.users.update(username, fields))
     else:
-        admin.emit(admin.users.show(username))
+        admin.emit(admin.services.users.show(username))
 
 
 BLOCKED_COLUMNS = ["username", "reason", "blocked_at", "blocked_until", "remaining_seconds", "permanent",
@@ -377,11 +331,11 @@ BLOCKED_COLUMNS = ["username", "reason", "blocked_at", "blocked_until", "remaini
 def user_list(admin, status, q, blocked):
     """List users."""
     if blocked:
-        admin.emit(admin.blocks.list_blocked(), BLOCKED_COLUMNS)
+        admin.emit(admin.services.blocks.list_blocked(), BLOCKED_COLUMNS)
         return
     rows, cursor = [], None
     while True:
-        page, cursor = admin.users.list(q=q, status=status, limit=500, cursor=cursor)
+        page, cursor = admin.services.users.list(q=q, status=status, limit=500, cursor=cursor)
         rows.extend(page)
         if cursor is None:
             break
@@ -394,7 +348,7 @@ def user_list(admin, status, q, blocked):
 @operation
 def user_show(admin, username):
     """Show one user."""
-    admin.emit(admin.users.show(username))
+    admin.emit(admin.services.users.show(username))
 
 
 @user.command("enable")
@@ -403,7 +357,7 @@ def user_show(admin, username):
 @operation
 def user_enable(admin, username):
     """Allow the user to log in."""
-    admin.emit(admin.users.set_enabled(username, True))
+    admin.emit(admin.services.users.set_enabled(username, True))
 
 
 @user.command("disable")
@@ -412,7 +366,7 @@ def user_enable(admin, username):
 @operation
 def user_disable(admin, username):
     """Refuse the user's logins."""
-    admin.emit(admin.users.set_enabled(username, False))
+    admin.emit(admin.services.users.set_enabled(username, False))
 
 
 @user.command("delete")
@@ -421,7 +375,7 @@ def user_disable(admin, username):
 @operation
 def user_delete(admin, username):
     """Delete the user."""
-    admin.users.delete(username)
+    admin.services.users.delete(username)
     admin.emit({"deleted": username})
 
 
@@ -437,7 +391,7 @@ def user_bulk_password_reset(admin, usernames, status, q):
     select; each is printed this once and the old passwords stop working at once."""
     if bool(usernames) == bool(status or q):
         raise click.UsageError("name the users, or select them with --status/--search (not both)")
-    result = admin.bulk.reset_passwords(list(usernames) or None, status=status, q=q)
+    result = admin.services.bulk.reset_passwords(list(usernames) or None, status=status, q=q)
     if admin.format == "json":
         admin.emit(result)
         return
@@ -454,7 +408,7 @@ def user_bulk_password_reset(admin, usernames, status, q):
 def user_bulk_expire(admin, usernames, expires):
     """Set the expiration date of many users (all or none); with a date in the past they are
     expired at once and their open sessions are terminated."""
-    result = admin.bulk.set_expiration(list(usernames), expires or None)
+    result = admin.services.bulk.set_expiration(list(usernames), expires or None)
     if admin.format == "json":
         admin.emit(result)
         return
@@ -472,7 +426,7 @@ def user_block(admin, username, seconds, permanent, reason):
     """Block a user manually, for a duration or permanently."""
     if (seconds is None) == (not permanent):
         raise click.UsageError("give exactly one of --seconds N and --permanent")
-    admin.emit(admin.blocks.block(username, seconds=seconds, permanent=permanent, reason=reason))
+    admin.emit(admin.services.blocks.block(username, seconds=seconds, permanent=permanent, reason=reason))
 
 
 @user.command("unblock")
@@ -481,7 +435,7 @@ def user_block(admin, username, seconds, permanent, reason):
 @operation
 def user_unblock(admin, username):
     """Remove a user's block (automatic or manual) and clear the failure count."""
-    admin.blocks.unblock(username)
+    admin.services.blocks.unblock(username)
     admin.emit({"unblocked": username})
 
 
@@ -495,7 +449,7 @@ SESSION_COLUMNS = ["session_id", "nas", "framed_ip_address", "calling_station_id
 @operation
 def user_sessions(admin, username):
     """The user's open accounting sessions."""
-    admin.emit([view for _, view in admin.sessions.list_open(username)], SESSION_COLUMNS)
+    admin.emit([view for _, view in admin.services.sessions.list_open(username)], SESSION_COLUMNS)
 
 
 @user.command("disconnect")
@@ -505,7 +459,7 @@ def user_sessions(admin, username):
 def user_disconnect(admin, username):
     """Terminate the user's open sessions (RFC 5176 Disconnect-Request to each NAS); exit 1
     unless every NAS acknowledged."""
-    results = admin.sessions.terminate_user(username, "admin")
+    results = admin.services.sessions.terminate_user(username, "admin")
     admin.emit(results, ["session_id", "nas", "framed_ip_address", "result", "error_cause", "status"])
     if any(item["result"] != "ack" for item in results):
         sys.exit(1)
@@ -530,7 +484,8 @@ def settings_lockout(admin, max_failures, window_seconds, block_seconds, permane
     changes = {key: value for key, value in dict(max_failures=max_failures, window_seconds=window_seconds,
                                                   block_seconds=block_seconds, permanent=permanent).items()
                if value is not None}
-    current = admin.blocks.set_lockout_settings(changes) if changes else admin.blocks.lockout_settings()
+    blocks = admin.services.blocks
+    current = blocks.set_lockout_settings(changes) if changes else blocks.lockout_settings()
     admin.emit(current.model_dump())
 
 
@@ -564,10 +519,10 @@ def import_group():
 def import_users(admin, file, apply, on_conflict):
     """Import users from a CSV file (columns: see the README; `-` reads standard input).
     Prints a report; exits 1 when the file has errors, and then nothing is written."""
-    plan = admin.bulk.plan_import(file.read(), on_conflict)
+    plan = admin.services.bulk.plan_import(file.read(), on_conflict)
     if apply:
         with progress_bar(0 if plan.errors else plan.to_hash, "hashing passwords") as advance:
-            report = admin.bulk.apply_import(plan, progress=advance)
+            report = admin.services.bulk.apply_import(plan, progress=advance)
     else:
         report = plan.report(dry_run=True, applied=False)
     if admin.format == "json":
@@ -578,7 +533,7 @@ def import_users(admin, file, apply, on_conflict):
             click.echo()
             _print_table(report["errors"], IMPORT_ERROR_COLUMNS)
     if report["error_count"]:
-        from radiusd.services.bulk import errors_in
+        from radiusd.services.csv_import import errors_in
 
         fail(f"{errors_in(report)} in {file.name}; nothing was imported")
 
@@ -596,7 +551,7 @@ def export_group():
 def export_users(admin, output):
     """Every user as CSV (no password or hash; formula-like cells escaped); imports as it is."""
     exported = []
-    chunks = admin.bulk.export_csv(progress=exported.append)
+    chunks = admin.services.bulk.export_csv(progress=exported.append)
     if output is None:
         stream = click.get_binary_stream("stdout")
         for chunk in chunks:
@@ -628,7 +583,7 @@ def otp_enroll(admin, username, qr):
 
     if qr != "terminal" and not qr.startswith("svg:"):
         raise click.UsageError("--qr takes terminal or svg:FILE")
-    enrolment = admin.otp.enroll(username)
+    enrolment = admin.services.otp.enroll(username)
     if admin.format == "json":
         admin.emit(enrolment)
         return
@@ -651,7 +606,7 @@ def otp_enroll(admin, username, qr):
 @operation
 def otp_verify(admin, username, code):
     """Check a code (the first one verifies the enrolment); consumes its time step."""
-    valid = admin.otp.verify(username, code)
+    valid = admin.services.otp.verify(username, code)
     admin.emit({"username": username, "valid": valid})
     if not valid:
         sys.exit(1)
@@ -663,7 +618,7 @@ def otp_verify(admin, username, code):
 @operation
 def otp_reset(admin, username):
     """Remove the user's enrolment."""
-    admin.otp.reset(username)
+    admin.services.otp.reset(username)
     admin.emit({"reset": username})
 
 
@@ -672,8 +627,8 @@ def otp_reset(admin, username):
 @operation
 def otp_list(admin):
     """SoftOTP users with their Verified flag and app configuration versions."""
-    admin.emit(admin.otp.list(), ["username", "verified", "enrolled_at", "verified_at", "pin_required",
-                                  "biometric_required", "config_version", "applied_version"])
+    admin.emit(admin.services.otp.list(), ["username", "verified", "enrolled_at", "verified_at", "pin_required",
+                                           "biometric_required", "config_version", "applied_version"])
 
 
 @otp.command("remote-config")
@@ -686,8 +641,8 @@ def otp_list(admin):
 def otp_remote_config(admin, usernames, pin_required, biometric_required):
     """Set the authenticator app's lock settings for one or more users (each change bumps
     config_version, which the app fetches on its next sync)."""
-    admin.emit(admin.otp.set_remote_config_bulk(list(usernames), pin_required=pin_required,
-                                                biometric_required=biometric_required),
+    admin.emit(admin.services.otp.set_remote_config_bulk(list(usernames), pin_required=pin_required,
+                                                         biometric_required=biometric_required),
                ["username", "pin_required", "biometric_required", "config_version", "applied_version"])
 
 
@@ -708,7 +663,7 @@ def api_client():
 @operation
 def api_client_create(admin, client_type, name):
     """Create an API client; its secret is printed this once."""
-    admin.emit(admin.api_clients.create(client_type, name))
+    admin.emit(admin.services.api_clients.create(client_type, name))
 
 
 @api_client.command("list")
@@ -716,7 +671,7 @@ def api_client_create(admin, client_type, name):
 @operation
 def api_client_list(admin):
     """List API clients (never a secret)."""
-    admin.emit(admin.api_clients.list(), API_CLIENT_COLUMNS)
+    admin.emit(admin.services.api_clients.list(), API_CLIENT_COLUMNS)
 
 
 @api_client.command("revoke")
@@ -725,7 +680,7 @@ def api_client_list(admin):
 @operation
 def api_client_revoke(admin, client_id):
     """Delete an API client; every token it holds stops working at once."""
-    admin.api_clients.revoke(client_id)
+    admin.services.api_clients.revoke(client_id)
     admin.emit({"revoked": client_id})
 
 
@@ -735,7 +690,7 @@ def api_client_revoke(admin, client_id):
 def api_client_ensure_admin(admin):
     """Create the first admin client if there is none, printing its id and secret once;
     print nothing when an admin client exists (``make run`` calls this)."""
-    created = admin.api_clients.ensure_admin()
+    created = admin.services.api_clients.ensure_admin()
     if created is None:
         return
     if admin.format == "json":

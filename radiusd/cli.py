@@ -143,7 +143,7 @@ def _stop_workers(children) -> None:
 def check_config(path):
     """Validate configuration, dictionaries, attribute names, database, seed key and the
     plugins' backends (e.g. the LDAP service-account bind)."""
-    from radiusd.hookspecs import health_checks
+    from radiusd.plugin import health_checks
     from radiusd.services.users import stored_attribute_problems
 
     config = _load(path)
@@ -170,7 +170,7 @@ def check_config(path):
 @click.pass_obj
 def plugins(path):
     """Each hook with its implementations, in call order."""
-    from radiusd.hookspecs import call_order
+    from radiusd.plugin import call_order
     from radiusd.service import build_runtime
 
     config = _load(path)

@@ -5,17 +5,29 @@ instead of being silently ignored. ``RADIUSD_<SECTION>__<KEY>=value`` overrides 
 value is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a
 string. Secrets are given inline or referenced as ``{file = "path"}`` / ``{env = "NAME"}``
 and are only read when used.
+
+The core's sections are declared here. The sections the built-in plugins own (``[ldap]``,
+``[sms]``, ``[push]``) are declared, typed, in their plugin's module (DESIGN.md §3 item 8) and
+named in ``PLUGIN_SECTIONS`` as ``"module:Class"``. ``Config`` marks those fields with
+``PluginSection(name)``, which imports the class on first validation rather than when this
+module is imported: plugin modules import the core, so importing them from here would cycle.
+A plugin's section is validated whether or not the plugin is enabled, with the same rules as
+any other section: unknown keys refused, ``RADIUSD_<SECTION>__<KEY>`` overrides, secrets by
+reference.
 """
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import core_schema
 
 DEFAULT_CONFIG_PATH = "/etc/radiusd/radiusd.toml"
 ENV_PREFIX = "RADIUSD_"
@@ -54,10 +66,14 @@ class SecretRef(Section):
         return f"SecretRef(file={self.file!r}, env={self.env!r})"
 
 
-def _secret(value):
+def _inline_secret(value):
     if isinstance(value, str):
         return {"value": value}
     return value
+
+
+# A secret-valued key: a string is the secret itself, a table ({file=...}/{env=...}) refers to it.
+Secret = Annotated[SecretRef, BeforeValidator(_inline_secret)]
 
 
 class ServerSection(Section):
@@ -70,7 +86,8 @@ class ServerSection(Section):
     reject_delay_seconds: float = Field(1.0, ge=0, le=10)
     on_backend_error: Literal["drop", "reject"] = "drop"
     max_pending_requests: int = Field(1000, ge=1)
-    plugin_timeout_seconds: float = Field(10, gt=0)
+    request_budget_seconds: float = Field(4.0, gt=0, le=60)
+    backend_threads: int | None = Field(None, ge=1, le=256)  # None: half of auth_threads (at least 1)
 
     @field_validator("listen")
     @classmethod
@@ -82,13 +99,11 @@ class ServerSection(Section):
 
 class SecuritySection(Section):
     require_message_authenticator: bool = True
-    seed_key: SecretRef = SecretRef(file="var/seed.key")
+    seed_key: Secret = SecretRef(file="var/seed.key")
     password_hash: Literal["argon2id"] = "argon2id"
     argon2_memory_kib: int = Field(19456, ge=19456)
     argon2_time_cost: int = Field(2, ge=2)
     argon2_parallelism: int = Field(1, ge=1)
-
-    _coerce = field_validator("seed_key", mode="before")(_secret)
 
 
 class DatabaseSection(Section):
@@ -143,67 +158,16 @@ class MfaSection(Section):
     enrollment_ttl_seconds: int = Field(600, gt=0)
     sms_code_ttl_seconds: int = Field(300, gt=0)
     push_timeout_seconds: int = Field(25, gt=0)
-
-
-class SmsSection(Section):
-    gateway: Literal["file", "http"] = "file"
-    spool_path: str = "var/sms.spool"
-    max_per_window: int = Field(3, ge=1)
-    window_seconds: int = Field(600, gt=0)
-    message: str = "Your {issuer} code is {code}"
-    # http gateway: {phone} and {message} in url and body are replaced, escaped for the place
-    url: str = ""
-    method: Literal["POST", "PUT", "GET"] = "POST"
-    headers: dict[str, SecretRef] = {}
-    body: str = '{"to": "{phone}", "text": "{message}"}'
-    content_type: str = "application/json"
-    success_statuses: list[int] = [200, 201, 202, 204]
-    timeout_seconds: float = Field(5, gt=0, le=30)
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _header_secrets(cls, value):
-        return {name: _secret(item) for name, item in value.items()} if isinstance(value, dict) else value
-
-    @model_validator(mode="after")
-    def _http_needs_url(self):
-        if self.gateway == "http" and not self.url.startswith(("http://", "https://")):
-            raise ValueError("gateway http needs url = \"http(s)://...\"")
-        if "{code}" not in self.message:
-            raise ValueError("message must contain {code}")
-        return self
-
-
-class PushSection(Section):
-    """Push approval (SPEC §3.1): the optional wake-up webhook. The approval timeout is
-    ``[mfa] push_timeout_seconds``."""
-
-    webhook_url: str = ""  # "": no webhook; else POSTed {"type": "push.created", "push_id", "expires_at"}
-    webhook_headers: dict[str, SecretRef] = {}
-    webhook_timeout_seconds: float = Field(5, gt=0, le=30)
-
-    @field_validator("webhook_headers", mode="before")
-    @classmethod
-    def _header_secrets(cls, value):
-        return {name: _secret(item) for name, item in value.items()} if isinstance(value, dict) else value
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("webhook_url must be an http:// or https:// URL")
-        return value
+    max_pending_challenges: int = Field(5, ge=1)  # per user; a new one beyond it replaces the oldest
 
 
 class NasSection(Section):
     name: str = Field(min_length=1, max_length=64)
     address: str
-    secret: SecretRef
+    secret: Secret
     require_message_authenticator: bool | None = None
     mfa_mode: MfaMode | None = None
     coa_port: int = Field(3799, ge=1, le=65535)
-
-    _coerce = field_validator("secret", mode="before")(_secret)
 
     @field_validator("address")
     @classmethod
@@ -217,51 +181,32 @@ BUILTIN_PLUGINS = ("account_state", "local_users", "ldap_users", "totp", "sms_ot
 LDAP_PLUGIN = "ldap_users"
 
 
-class GroupReplyAttribute(Section):
-    name: str = Field(min_length=1, max_length=64)
-    value: str | int
+# The sections of the built-in plugins, in their modules (see the module docstring).
+PLUGIN_SECTIONS = {
+    "ldap": "radiusd.plugins.ldap_users:LdapSection",
+    "sms": "radiusd.plugins.sms_otp:SmsSection",
+    "push": "radiusd.plugins.push:PushSection",
+}
 
 
-class LdapSection(Section):
-    """The directory backend (SPEC §8), used by the ``ldap_users`` plugin."""
+def plugin_section(name: str) -> type[Section]:
+    """The section class a built-in plugin declares for ``[name]``, imported on first use."""
+    module, _, attribute = PLUGIN_SECTIONS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
-    urls: list[str] = Field(min_length=1)
-    bind_dn: str = ""  # empty: anonymous search
-    bind_password: SecretRef | None = None
-    base_dn: str = Field(min_length=1)
-    user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
-    username_attribute: str = Field("uid", min_length=1)
-    group_base_dn: str = ""  # empty: base_dn
-    group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"  # empty: the user's memberOf
-    group_name_attribute: str = Field("cn", min_length=1)
-    start_tls: bool = False
-    ca_file: str = ""
-    connect_timeout_seconds: float = Field(2, gt=0, le=30)
-    receive_timeout_seconds: int = Field(3, ge=1, le=30)  # whole seconds (SO_RCVTIMEO, as ldap3 sets it)
-    max_connections: int = Field(10, ge=1, le=256)
-    group_reply_attributes: dict[str, list[GroupReplyAttribute]] = {}
 
-    _coerce = field_validator("bind_password", mode="before")(_secret)
+@dataclass(frozen=True)
+class PluginSection:
+    """Marks a ``Config`` field as validated with ``plugin_section(name)``. Its errors keep
+    their type and location (``sms.gatewy``: unknown key), as a nested model's would."""
 
-    @field_validator("urls")
-    @classmethod
-    def _ldap_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.lower().startswith(("ldap://", "ldaps://")):
-                raise ValueError(f"{url!r} is not an ldap:// or ldaps:// URL")
-        return value
+    name: str
 
-    @model_validator(mode="after")
-    def _filters(self):
-        for key, placeholder, required in (("user_filter", "{username}", True), ("group_filter", "{dn}", False)):
-            text = getattr(self, key)
-            if not text and not required:
-                continue
-            if placeholder not in text or not (text.startswith("(") and text.endswith(")")):
-                raise ValueError(f"{key} must be a parenthesised LDAP filter containing {placeholder}")
-        if self.bind_dn and self.bind_password is None:
-            raise ValueError("bind_dn needs bind_password")
-        return self
+    def __get_pydantic_core_schema__(self, source, handler):
+        return core_schema.no_info_plain_validator_function(self.validate)
+
+    def validate(self, value) -> Section:
+        return plugin_section(self.name).model_validate(value)
 
 
 class PluginsSection(Section):
@@ -283,12 +228,12 @@ class Config(Section):
     lockout: LockoutSection = LockoutSection()
     accounting: AccountingSection = AccountingSection()
     mfa: MfaSection = MfaSection()
-    sms: SmsSection = SmsSection()
-    push: PushSection = PushSection()
+    sms: Annotated[Section, PluginSection("sms")] = Field({}, validate_default=True)
+    push: Annotated[Section, PluginSection("push")] = Field({}, validate_default=True)
     nas: Annotated[list[NasSection], Field(default_factory=list)]
     plugins: PluginsSection = PluginsSection()
     logging: LoggingSection = LoggingSection()
-    ldap: LdapSection | None = None
+    ldap: Annotated[Section, PluginSection("ldap")] | None = None
 
     @model_validator(mode="before")
     @classmethod

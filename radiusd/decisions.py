@@ -79,6 +79,16 @@ class BackendFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class Abandoned:
+    """Not decided, and nothing of it committed: refused at admission or past its deadline
+    (``[server] request_budget_seconds``). Answered with nothing (RADIUS) or 503 (HTTP); never
+    counted as a decision, so a retransmission is new work."""
+
+    why: str  # "overload" (refused at admission), "expired" (queued past its deadline), "late"
+    reason: str = "overload"  # the drop reason (SPEC §3)
+
+
+@dataclass(frozen=True, slots=True)
 class PasswordOk:
     """What an ``authenticate`` hook answers when the password matched."""
 
@@ -99,4 +109,4 @@ class PushPending:
     reason: Reason = Reason.PUSH_PENDING
 
 
-Decision = Accept | Reject | Challenge | BackendFailure | PushPending
+Decision = Accept | Reject | Challenge | BackendFailure | PushPending | Abandoned

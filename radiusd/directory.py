@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ldap3 import BASE, NONE, SUBTREE, SYNC, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPInvalidDnError, LDAPStartTLSError
@@ -31,9 +31,12 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 from twisted.logger import Logger
 
-from radiusd.config import ConfigError, LdapSection
+from radiusd.config import ConfigError
 from radiusd.decisions import Reason
 from radiusd.errors import BackendError
+
+if TYPE_CHECKING:  # the plugin imports this module
+    from radiusd.plugins.ldap_users import LdapSection
 
 log = Logger(namespace="radiusd.ldap")
 

@@ -1,14 +1,12 @@
-"""Where failures become protocol outcomes: exactly one function, ``to_decision``."""
+"""Backend failures: the exception a plugin raises when its store cannot answer, and which
+backend an exception belongs to (the ``backend`` label of ``radiusd_backend_errors_total``).
+
+Where a failure becomes an outcome: ``Authentication.to_decision`` for authentication, the
+admin API's ``guarded`` for HTTP, ``admin_cli.operation`` for the CLI; all three ask
+``backend_of``.
+"""
 
 from __future__ import annotations
-
-from twisted.internet.defer import TimeoutError as DeferredTimeout
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-
-from radiusd.decisions import BackendFailure
-
-log = Logger(namespace="radiusd.pipeline")
 
 
 class BackendError(Exception):
@@ -29,15 +27,3 @@ def backend_of(error: BaseException) -> str:
     if module.startswith("ldap3"):
         return "ldap"
     return "plugin"
-
-
-def to_decision(failure: Failure) -> BackendFailure:
-    """Any exception or timeout out of the pipeline: never an Accept, always a BackendFailure."""
-    error = failure.value
-    if isinstance(error, DeferredTimeout):
-        backend = "plugin"
-        log.error("pipeline timed out")
-    else:
-        backend = backend_of(error)
-        log.failure("pipeline failed in backend {backend}", failure=failure, backend=backend)
-    return BackendFailure(backend=backend, detail=type(error).__name__)

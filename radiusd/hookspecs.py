@@ -1,54 +1,41 @@
-"""The plugin contract: hook specifications, and the manager that registers plugins in order.
+"""The plugin contract: the hook specifications, in the order the pipeline calls them.
+
+One Access-Request (or ``POST /auth``) goes through the hooks in this order
+(``radiusd/pipeline.py`` is the caller, read it beside this file):
+
+1. ``radiusd_find_user``        who the request names (local table, then the directory)
+2. ``radiusd_check_account``    refuse disabled, expired and blocked users before any password check
+3. ``radiusd_factor_for``       which second factor the user has (first round only)
+4. ``radiusd_authenticate``     the password (with an appended code split off on append-mode NASes)
+5. ``radiusd_second_factor``    the factor: Accept, Reject, Challenge or PushPending
+   or, on a second round (the request carries a State):
+5'. ``radiusd_answer_challenge`` the response to the challenge that State names
+6. ``radiusd_resume_pending``   polled while a push waits for the user's phone
+7. ``radiusd_reply_attributes`` the Accept's attributes, from every plugin (collected)
+8. ``radiusd_post_auth``        every plugin told the final decision (audit, failure counting)
+
+and, outside any request, ``radiusd_health_checks`` once at start-up.
 
 Every hook runs in the auth worker pool (a plain thread, never the reactor), is synchronous,
 and receives frozen values. ``None`` means "not mine"; a ``Reject`` means "no". Hooks are
-``firstresult`` except ``radiusd_reply_attributes`` (results are collected),
-``radiusd_post_auth`` (every implementation is notified) and ``radiusd_health_checks``
-(collected once at start-up, outside any request).
-
-Plugins are registered in ``[plugins] order``; pluggy calls the last registered first, so
-``register_plugins`` registers them in reverse.
+``firstresult`` except ``radiusd_reply_attributes``, ``radiusd_post_auth`` and
+``radiusd_health_checks``. The markers, the plugin context and the loading live in
+``radiusd/plugin.py``.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
-from radiusd.challenges import ChallengeStore, PendingChallenge
-from radiusd.config import BUILTIN_PLUGINS, Config, ConfigError
-from radiusd.crypto import PasswordHasher, SeedKey
-from radiusd.db.engine import Database
-from radiusd.decisions import Decision, PasswordOk, PushPending, Reject
-from radiusd.dictionary import RadiusDictionary
-from radiusd.metrics import Metrics
-from radiusd.model import User
-from radiusd.packets import AuthRequest
+if TYPE_CHECKING:
+    from radiusd.challenges import PendingChallenge
+    from radiusd.decisions import Decision, PasswordOk, PushPending, Reject
+    from radiusd.model import AuthRequest, User
 
 PROJECT = "radiusd"
-ENTRY_POINT_GROUP = "radiusd.plugins"
-
 hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-@dataclass(frozen=True)
-class PluginContext:
-    """What a plugin may use; built once per server (or CLI) process."""
-
-    config: Config
-    database: Database
-    dictionary: RadiusDictionary
-    hasher: PasswordHasher
-    metrics: Metrics
-    seed_key: SeedKey | None
-    clock: Callable[[], float]
-    challenges: ChallengeStore
-    extra: dict = field(default_factory=dict)
 
 
 class RadiusdSpec:
@@ -67,14 +54,15 @@ class RadiusdSpec:
         """
 
     @hookspec(firstresult=True)
+    def radiusd_factor_for(self, request: AuthRequest, user: User) -> str | None:
+        """The name of the user's usable second factor ("totp", "sms", ...) if this plugin
+        provides it, else None. Plugin order is priority order (SPEC §3.1). The plugin that
+        handles a factor declares it in its ``factors`` (``radiusd.plugin.Factor``)."""
+
+    @hookspec(firstresult=True)
     def radiusd_authenticate(self, request: AuthRequest, user: User, password: bytes) -> PasswordOk | Reject | None:
         """Check the first factor. ``PasswordOk`` if it matches, ``Reject(BAD_PASSWORD)`` if
         not, None if this plugin does not hold this user's password."""
-
-    @hookspec(firstresult=True)
-    def radiusd_factor_for(self, request: AuthRequest, user: User) -> str | None:
-        """The name of the user's usable second factor ("totp", "sms", ...) if this plugin
-        provides it, else None. Plugin order is priority order (SPEC §3.1)."""
 
     @hookspec(firstresult=True)
     def radiusd_second_factor(self, request: AuthRequest, user: User, factor: str,
@@ -119,49 +107,3 @@ class RadiusdSpec:
         every few seconds, ``radiusd check-config`` once), returns None when healthy and
         raises with a one-line message when not.
         """
-
-
-def _load(name: str, context: PluginContext):
-    if name in BUILTIN_PLUGINS:
-        module = importlib.import_module(f"radiusd.plugins.{name}")
-        return module.Plugin(context)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name == name:
-            return entry.load()(context)
-    raise ConfigError(f"[plugins] order names unknown plugin {name!r}")
-
-
-def register_plugins(context: PluginContext) -> pluggy.PluginManager:
-    """A plugin manager with the configured plugins, called in ``[plugins] order``."""
-    plugins = context.config.plugins
-    unknown = set(plugins.disabled) - set(plugins.order)
-    if unknown:
-        raise ConfigError(f"[plugins] disabled names plugins not in order: {', '.join(sorted(unknown))}")
-    if len(set(plugins.order)) != len(plugins.order):
-        raise ConfigError("[plugins] order names a plugin twice")
-    manager = pluggy.PluginManager(PROJECT)
-    manager.add_hookspecs(RadiusdSpec)
-    enabled = [name for name in plugins.order if name not in plugins.disabled]
-    for name in reversed(enabled):
-        manager.register(_load(name, context), name=name)
-    if not manager.hook.radiusd_check_account.get_hookimpls():
-        # Without it, disabled, expired and blocked users would be accepted: fail at start-up.
-        raise ConfigError("[plugins] order: no enabled plugin checks account state (account_state or a replacement)")
-    return manager
-
-
-def health_checks(manager: pluggy.PluginManager) -> dict[str, Callable[[], None]]:
-    """Every plugin's readiness probes, by name."""
-    return {name: probe for result in manager.hook.radiusd_health_checks() for name, probe in result.items()}
-
-
-def call_order(manager: pluggy.PluginManager) -> dict[str, list[str]]:
-    """Each hook with the names of its implementations, first called first; a wrapper (which
-    runs around the others, whatever the order) is marked "NAME (wrapper)"."""
-    order = {}
-    for hook_name in sorted(name for name in dir(RadiusdSpec) if name.startswith("radiusd_")):
-        caller = getattr(manager.hook, hook_name)
-        order[hook_name] = [manager.get_name(impl.plugin) + (" (wrapper)" if impl.wrapper or impl.hookwrapper else "")
-                            for impl in reversed(caller.get_hookimpls())]
-    return order
-

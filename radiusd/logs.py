@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from datetime import datetime, timezone
+from typing import Callable
 
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    Logger,
     formatEvent,
     globalLogBeginner,
 )
+from twisted.python.failure import Failure
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 RESERVED = ("log_", "message", "format", "isError", "failure", "why", "system", "time")
@@ -59,3 +64,44 @@ def make_observer(stream, fmt: str = "json", level: str = "info"):
 def start_logging(fmt: str = "json", level: str = "info", stream=None) -> None:
     globalLogBeginner.beginLoggingTo([make_observer(stream or sys.stdout, fmt, level)],
                                      redirectStandardIO=False)
+
+
+class FailureLog:
+    """Failed requests, logged quietly: one line each with the exception's type, and its
+    traceback at most once per exception type per ``interval_seconds``.
+
+    A backend outage fails every request the same way; a full traceback each (4 KB at level
+    critical) flooded the log with 5 MB per 1,000 requests. The traceback line that ends a
+    quiet spell says how many tracebacks of that type were left out since the last one. Safe
+    to call from any thread (the admin API runs the pipeline in its own threads)."""
+
+    def __init__(self, log: Logger, *, interval_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.log = log
+        self.interval_seconds = interval_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._shown_at: dict[str, float] = {}  # exception type → when its traceback was last logged
+        self._left_out: dict[str, int] = {}
+
+    def failure(self, format: str, failure: Failure | None = None, **fields) -> None:
+        """Log ``format`` (a constant, with ``fields``) and the failure's type as ``{error}``;
+        the current exception when ``failure`` is None."""
+        if failure is None:
+            failure = Failure()
+        error = type(failure.value).__name__
+        kind = f"{type(failure.value).__module__}.{type(failure.value).__qualname__}"
+        now = self.clock()
+        with self._lock:
+            shown_at = self._shown_at.get(kind)
+            show = shown_at is None or now - shown_at >= self.interval_seconds
+            if show:
+                self._shown_at[kind] = now
+                left_out = self._left_out.pop(kind, 0)
+            else:
+                self._left_out[kind] = self._left_out.get(kind, 0) + 1
+        if show:
+            self.log.failure(format + ": {error} (traceback; {tracebacks_left_out} of this type left out since the last)",
+                             failure=failure, error=error, tracebacks_left_out=left_out, **fields)
+        else:
+            self.log.error(format + ": {error}", error=error, **fields)

@@ -47,3 +47,26 @@ class Nas:
     mfa_mode: str = "challenge"
     coa_port: int = 3799
     origin: str = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """One authentication attempt as the hooks see it, whoever asked: an Access-Request decoded
+    at the UDP boundary (``packets.decode_access_request``) or an agent's ``POST /auth``.
+
+    ``nas`` names the asker (a NAS, or ``api:NAME`` for an agent); ``received_at`` and
+    ``deadline`` are epoch seconds: work not finished by the deadline is abandoned (SPEC §2
+    ``request_budget_seconds``)."""
+
+    nas: str
+    mfa_mode: str
+    user_name: str | None
+    password: bytes | None = field(repr=False)
+    state: bytes | None = field(repr=False)
+    auth_type: str  # "pap", "chap", "mschap", "eap" or "none"
+    nas_identifier: str | None = None
+    nas_port: int | None = None
+    calling_station_id: str | None = None  # the end user's device (MAC, IP): the lockout's "source"
+    called_station_id: str | None = None
+    received_at: float = 0.0
+    deadline: float = float("inf")

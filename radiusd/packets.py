@@ -18,6 +18,8 @@ from functools import lru_cache
 
 from pyrad import tools
 
+from radiusd.model import AuthRequest
+
 
 class Code(IntEnum):
     ACCESS_REQUEST = 1
@@ -217,27 +219,7 @@ def reveal_password(hidden: bytes, secret: bytes, authenticator: bytes) -> bytes
     return bytes(result.rstrip(b"\x00"))
 
 
-@dataclass(frozen=True, slots=True)
-class AuthRequest:
-    """An Access-Request as the pipeline sees it: decoded, immutable, no pyrad objects."""
-
-    nas: str
-    mfa_mode: str
-    source: tuple[str, int]
-    identifier: int
-    user_name: str | None
-    password: bytes | None = field(repr=False)
-    state: bytes | None = field(repr=False)
-    auth_type: str  # "pap", "chap", "mschap", "eap" or "none"
-    nas_ip_address: str | None = None
-    nas_identifier: str | None = None
-    nas_port: int | None = None
-    calling_station_id: str | None = None
-    called_station_id: str | None = None
-    received_at: float = 0.0
-
-
-def _text(value: bytes | None) -> str | None:
+def decode_text(value: bytes | None) -> str | None:
     if value is None:
         return None
     try:
@@ -247,11 +229,11 @@ def _text(value: bytes | None) -> str | None:
     return text if text and not any(ord(ch) < 32 or ord(ch) == 127 for ch in text) else None
 
 
-def _integer(value: bytes | None) -> int | None:
+def decode_integer(value: bytes | None) -> int | None:
     return struct.unpack("!I", value)[0] if value is not None and len(value) == 4 else None
 
 
-def _address(value: bytes | None) -> str | None:
+def decode_address(value: bytes | None) -> str | None:
     return tools.DecodeAddress(value) if value is not None and len(value) == 4 else None
 
 
@@ -278,24 +260,22 @@ def _auth_type(frame: Frame) -> str:
 
 
 def decode_access_request(frame: Frame, nas_name: str, mfa_mode: str, secret: bytes,
-                          source: tuple[str, int], received_at: float) -> AuthRequest:
+                          received_at: float, deadline: float = float("inf")) -> AuthRequest:
     """Read everything the pipeline needs, once; invalid attribute values count as absent."""
     hidden = frame.first(Attr.USER_PASSWORD)
     return AuthRequest(
         nas=nas_name,
         mfa_mode=mfa_mode,
-        source=source,
-        identifier=frame.identifier,
-        user_name=_text(frame.first(Attr.USER_NAME)),
+        user_name=decode_text(frame.first(Attr.USER_NAME)),
         password=reveal_password(hidden, secret, frame.authenticator) if hidden is not None else None,
         state=frame.first(Attr.STATE),
         auth_type=_auth_type(frame),
-        nas_ip_address=_address(frame.first(Attr.NAS_IP_ADDRESS)),
-        nas_identifier=_text(frame.first(Attr.NAS_IDENTIFIER)),
-        nas_port=_integer(frame.first(Attr.NAS_PORT)),
-        calling_station_id=_text(frame.first(Attr.CALLING_STATION_ID)),
-        called_station_id=_text(frame.first(Attr.CALLED_STATION_ID)),
+        nas_identifier=decode_text(frame.first(Attr.NAS_IDENTIFIER)),
+        nas_port=decode_integer(frame.first(Attr.NAS_PORT)),
+        calling_station_id=decode_text(frame.first(Attr.CALLING_STATION_ID)),
+        called_station_id=decode_text(frame.first(Attr.CALLED_STATION_ID)),
         received_at=received_at,
+        deadline=deadline,
     )
 
 

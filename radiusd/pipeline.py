@@ -16,20 +16,15 @@ from datetime import datetime, timezone
 import pluggy
 
 from radiusd.challenges import PendingChallenge
-from radiusd.decisions import Accept, Decision, PasswordOk, PushPending, Reason, Reject
-from radiusd.hookspecs import PluginContext
-from radiusd.model import User
-from radiusd.packets import AuthRequest
+from radiusd.decisions import Abandoned, Accept, Decision, PasswordOk, PushPending, Reason, Reject
+from radiusd.plugin import PluginContext, declared_factors
+from radiusd.model import AuthRequest, User
 
 UNSUPPORTED = {
     "chap": "CHAP needs the cleartext password; passwords are stored hashed",
     "mschap": "MS-CHAP needs the NT hash; passwords are stored hashed",
     "eap": "EAP is not supported; use PAP",
 }
-APPENDED_CODE_FACTORS = frozenset({"totp", "push"})
-# Factors whose users can also type a code of another factor: a 6-digit code appended to the
-# password (append mode) or a numeric answer to the challenge is checked by that factor instead.
-CODE_FALLBACK = {"push": "totp"}
 RESUME_GRACE_SECONDS = 2.0  # past a held decision's deadline, reject even if no plugin answers
 CODE_LENGTH = 6
 FRAMED_IP_SPECIAL = {"user-selects": "255.255.255.255", "nas-assigns": "255.255.255.254"}
@@ -39,9 +34,15 @@ class Pipeline:
     def __init__(self, manager: pluggy.PluginManager, context: PluginContext):
         self.hook = manager.hook
         self.context = context
+        self.factors = declared_factors(manager)
 
     def run(self, request: AuthRequest) -> Decision:
         decision, user = self.decide(request)
+        if isinstance(decision, Reject) and self.context.clock() > request.deadline:
+            # Nobody waits for this answer any more: count no failure, write no audit row, send
+            # nothing (a retransmission is new work). Accepts and challenges already committed
+            # their effects (a TOTP step, a State), so they are told and answered even when late.
+            return Abandoned("late")
         if not isinstance(decision, PushPending):  # a held decision is told once resumed
             self.hook.radiusd_post_auth(request=request, user=user, decision=decision)
         return decision
@@ -91,11 +92,12 @@ class Pipeline:
             self.context.hasher.dummy_verify(request.password)
             return Reject(Reason.NO_PASSWORD, "pipeline")
         factor = hook.radiusd_factor_for(request=request, user=user)
+        traits = self.factors.get(factor)
         password, otp = request.password, None
-        if factor in APPENDED_CODE_FACTORS and request.mfa_mode == "append":
+        if traits is not None and traits.appended_code and request.mfa_mode == "append":
             password, otp = split_appended_code(request.password)
             if otp is not None:
-                factor = CODE_FALLBACK.get(factor, factor)
+                factor = traits.code_factor or factor
         verdict = hook.radiusd_authenticate(request=request, user=user, password=password)
         if not isinstance(verdict, PasswordOk):
             return verdict or Reject(Reason.BAD_PASSWORD, "pipeline", "no plugin holds the password")
@@ -112,8 +114,9 @@ class Pipeline:
         if not isinstance(pending, PendingChallenge):
             return Reject(pending, "pipeline")
         response = request.password or b""
-        if pending.factor in CODE_FALLBACK and response.isascii() and response.isdigit():
-            pending = replace(pending, factor=CODE_FALLBACK[pending.factor])
+        traits = self.factors.get(pending.factor)
+        if traits is not None and traits.code_factor and response.isascii() and response.isdigit():
+            pending = replace(pending, factor=traits.code_factor)
         decision = self.hook.radiusd_answer_challenge(request=request, user=user, challenge=pending,
                                                       response=response)
         return decision or Reject(Reason.BAD_STATE, "pipeline", f"no plugin answers {pending.factor}")

@@ -2,19 +2,22 @@
 
 ``RadiusProtocol`` is what both ports share: it finds the NAS, validates the frame, checks
 the code, applies the port's authenticator policy, deduplicates (RFC 5080), refuses work past
-``max_pending_requests`` and dispatches to a worker pool; it never raises and never blocks.
+``max_pending_requests`` and dispatches; it never raises and never blocks.
 Validation follows SPEC §3 in order, and each failure is a drop counted by reason. Replies
 are signed here and cached for retransmissions.
 
-``AuthProtocol`` (the auth port) decodes Access-Requests for the pipeline; Rejects leave no
+``AuthProtocol`` (the auth port) decodes Access-Requests and hands them to
+``Authentication.decide``; it only turns the Decision into a reply or a drop. Rejects leave no
 earlier than ``reject_delay_seconds`` after receipt (a reactor timer). ``AccountingProtocol``
 (the accounting port) answers an Accounting-Request only once it is recorded.
+
+A request stays in the duplicate cache as "in progress" until its work really ends, however
+long that takes: a retransmission is never new work while the first copy is queued or running.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
@@ -25,15 +28,15 @@ from twisted.logger import Logger
 from radiusd.accounting import STATUS_TYPES, AccountingRequest, decode_accounting_request
 from radiusd.clients import NasRegistry, normalise_address
 from radiusd.config import ServerSection
-from radiusd.decisions import Accept, BackendFailure, Challenge, Decision
+from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, Decision
 from radiusd.dedupe import IN_PROGRESS, DuplicateCache
-from radiusd.errors import backend_of, to_decision
+from radiusd.errors import backend_of
+from radiusd.logs import FailureLog
 from radiusd.metrics import Metrics
 from radiusd.model import Nas
 from radiusd.packets import (
     ZERO_AUTHENTICATOR,
     Attr,
-    AuthRequest,
     Code,
     Frame,
     MalformedPacket,
@@ -45,6 +48,7 @@ from radiusd.packets import (
 )
 
 log = Logger(namespace="radiusd.protocol")
+failures = FailureLog(log)
 
 REPLY_CODES = {Accept: Code.ACCESS_ACCEPT, Challenge: Code.ACCESS_CHALLENGE}
 CODE_LABELS = {Code.ACCESS_ACCEPT: "accept", Code.ACCESS_REJECT: "reject", Code.ACCESS_CHALLENGE: "challenge"}
@@ -56,14 +60,6 @@ class Dropped(Exception):
 
     def __init__(self, reason: str):
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the worker pool hands back: the decision and its encoded reply attributes."""
-
-    decision: Decision
-    attributes: bytes = b""
 
 
 class RadiusProtocol(DatagramProtocol):
@@ -98,7 +94,7 @@ class RadiusProtocol(DatagramProtocol):
         except Dropped as drop:
             self.metrics.child(self.metrics.dropped_packets, drop.reason).inc()
         except Exception:  # the transport never raises: anything unexpected is a drop
-            log.failure("unexpected error handling a datagram")
+            failures.failure("unexpected error handling a datagram")
             self.metrics.child(self.metrics.dropped_packets, "malformed").inc()
 
     def _receive(self, data: bytes, addr) -> None:
@@ -152,30 +148,23 @@ class RadiusProtocol(DatagramProtocol):
         self.dedupe.begin(key)
         self.metrics.requests_in_progress.inc()
         done = maybeDeferred(self.dispatch, request)
-        done.addTimeout(self.settings.plugin_timeout_seconds, self.clock)
-        done.addCallback(self._settle, request)  # after addTimeout: a held push is not cut by it
-        done.addErrback(self._recover)
-        done.addCallback(self._reply, frame, nas, key, addr, received_at)
+        done.addCallbacks(self._reply, self._recover, callbackArgs=(frame, nas, key, addr, received_at),
+                          errbackArgs=(key,))
         done.addErrback(self._reply_failed, key)
         done.addBoth(self._finished, done)
         if not done.called:
             self._in_flight.add(done)
 
-    def _settle(self, result, request):
-        """The worker's result, or a Deferred of the final one (the auth port's held push).
-        Called once the worker answered, when the plugin timeout is already cancelled."""
-        return result
-
-    def _recover(self, failure):
-        """The worker failed or timed out: the value ``_reply`` gets instead of a result."""
-        raise NotImplementedError
-
     def _reply(self, result, frame: Frame, nas: Nas, key, addr, received_at: float):
         raise NotImplementedError
 
-    def _drop_unanswered(self, key) -> None:
-        """No reply (a backend failure): counted, and a retransmission is processed afresh."""
-        self.metrics.child(self.metrics.dropped_packets, "backend_error").inc()
+    def _recover(self, failure, key) -> None:
+        """The dispatcher failed (the accounting port's recorder); the auth port's never does."""
+        raise NotImplementedError
+
+    def _drop_unanswered(self, key, reason: str = "backend_error") -> None:
+        """No reply: counted, and a retransmission is processed afresh."""
+        self.metrics.child(self.metrics.dropped_packets, reason).inc()
         self.dedupe.forget(key)
 
     def _reply_failed(self, failure, key) -> None:
@@ -202,14 +191,10 @@ class AuthProtocol(RadiusProtocol):
     accepted_codes = (Code.ACCESS_REQUEST, Code.STATUS_SERVER)
     status_reply_code = Code.ACCESS_ACCEPT
 
-    def __init__(self, *, settle: Callable[[Outcome, AuthRequest], object] | None = None, **kwargs):
-        """``settle(outcome, request)`` turns a held outcome (a push awaiting the user's phone)
-        into the final one, returning a Deferred; it must never block the reactor."""
+    def __init__(self, *, encode: Callable[[Decision], bytes], **kwargs):
+        """``dispatch`` is ``Authentication.decide``; ``encode`` gives a decision's reply attributes."""
         super().__init__(**kwargs)
-        self.settle = settle
-
-    def _settle(self, outcome: Outcome, request: AuthRequest):
-        return outcome if self.settle is None else self.settle(outcome, request)
+        self.encode = encode
 
     def _check_authenticators(self, frame: Frame, nas: Nas) -> None:
         self._check_message_authenticator(frame, nas)
@@ -226,26 +211,23 @@ class AuthProtocol(RadiusProtocol):
 
     def _handle(self, frame: Frame, nas: Nas, host: str, key, addr, received_at: float) -> None:
         try:
-            request = decode_access_request(frame, nas.name, nas.mfa_mode, nas.secret, (host, addr[1]),
-                                            time.time())
+            now = time.time()
+            request = decode_access_request(frame, nas.name, nas.mfa_mode, nas.secret, now,
+                                            now + self.settings.request_budget_seconds)
         except Exception:
             raise Dropped("malformed") from None
         self.metrics.child(self.metrics.access_requests, nas.name).inc()
         self._process(request, frame, nas, key, addr, received_at)
 
-    def _recover(self, failure) -> Outcome:
-        return Outcome(to_decision(failure))
-
-    def _reply(self, outcome: Outcome, frame: Frame, nas: Nas, key, addr, received_at: float):
-        decision = outcome.decision
-        self.metrics.child(self.metrics.auth_decisions, str(decision.reason)).inc()
-        if isinstance(decision, BackendFailure):
-            self.metrics.child(self.metrics.backend_errors, decision.backend).inc()
-            if self.settings.on_backend_error == "drop":
-                self._drop_unanswered(key)
-                return None
+    def _reply(self, decision: Decision, frame: Frame, nas: Nas, key, addr, received_at: float):
+        if isinstance(decision, Abandoned):
+            self._drop_unanswered(key, decision.reason)
+            return None
+        if isinstance(decision, BackendFailure) and self.settings.on_backend_error == "drop":
+            self._drop_unanswered(key)
+            return None
         code = REPLY_CODES.get(type(decision), Code.ACCESS_REJECT)
-        reply = encode_response(code, frame, nas.secret, outcome.attributes if code != Code.ACCESS_REJECT else b"")
+        reply = encode_response(code, frame, nas.secret, self.encode(decision) if code != Code.ACCESS_REJECT else b"")
         delay = received_at + self.settings.reject_delay_seconds - self.clock.seconds()
         if code == Code.ACCESS_REJECT and delay > 0:
             timer = Deferred()
@@ -296,17 +278,13 @@ class AccountingProtocol(RadiusProtocol):
             raise Dropped("malformed") from None
         self._process(request, frame, nas, key, addr, received_at)
 
-    def _recover(self, failure) -> None:
+    def _recover(self, failure, key) -> None:
         backend = backend_of(failure.value)
-        log.error("accounting request not recorded ({backend}): {error}", backend=backend,
-                  error=type(failure.value).__name__)
+        failures.failure("accounting request not recorded ({backend})", failure, backend=backend)
         self.metrics.child(self.metrics.backend_errors, backend).inc()
-        return None
+        self._drop_unanswered(key)
 
-    def _reply(self, recorded: AccountingRequest | None, frame: Frame, nas: Nas, key, addr, received_at: float):
-        if recorded is None:
-            self._drop_unanswered(key)
-            return None
+    def _reply(self, recorded: AccountingRequest, frame: Frame, nas: Nas, key, addr, received_at: float):
         reply = encode_response(Code.ACCOUNTING_RESPONSE, frame, nas.secret, ma_authenticator=ZERO_AUTHENTICATOR)
         self.dedupe.complete(key, reply)
         self.transport.write(reply, addr)

@@ -23,32 +23,32 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from radiusd.accounting import AccountingRequest
+from radiusd.admission import WorkQueue
+from radiusd.authentication import Authentication
+from radiusd.bulkhead import Bulkheads
 from radiusd.challenges import ChallengeStore
 from radiusd.clients import NasRegistry
 from radiusd.config import Config, ConfigError, load_config
 from radiusd.crypto import PasswordHasher, SeedKey
 from radiusd.db import migrate
 from radiusd.db.engine import Database
-from radiusd.decisions import PushPending
+from radiusd.decisions import Abandoned, BackendFailure
 from radiusd.dedupe import DuplicateCache
 from radiusd.dictionary import RadiusDictionary
 from radiusd.disconnect import DisconnectClient, DisconnectResult, DisconnectTarget
 from radiusd.health import HealthMonitor, ops_root
-from radiusd.hookspecs import PluginContext, health_checks, register_plugins
+from radiusd.plugin import PluginContext, health_checks, register_plugins
 from radiusd.metrics import Metrics
-from radiusd.packets import AuthRequest
 from radiusd.pipeline import Pipeline
-from radiusd.polling import poll
-from radiusd.protocol import AccountingProtocol, AuthProtocol, Outcome, RadiusProtocol
+from radiusd.protocol import AccountingProtocol, AuthProtocol, RadiusProtocol
 from radiusd.replies import encode_attributes
-from radiusd.services.blocks import BlockService
-from radiusd.services.nas import NasService
+from radiusd.services.factory import Resources, Services
+from radiusd.services.hashing import SERVER_HASH_THREADS
 from radiusd.services.sessions import SessionService
 
 log = Logger(namespace="radiusd.service")
 API_THREADS = 4  # admin API handlers; its POST /auth runs in the auth pool like RADIUS
 ACCT_THREADS = 4  # accounting writes, apart from the auth pool so a burst of them never delays a login
-PUSH_POLL_SECONDS = 0.25  # a held push's state is read this often (one short query in the auth pool)
 
 
 @dataclass
@@ -62,33 +62,19 @@ class Runtime:
     context: PluginContext
     pipeline: Pipeline
     plugin_manager: object
-    sessions: SessionService | None = None
+    services: Services
+
+    @property
+    def sessions(self) -> SessionService:
+        return self.services.sessions
 
     def load_registry(self, config: Config | None = None) -> NasRegistry:
         """Static NAS entries from ``config`` plus the database's, as one registry."""
-        return NasService(self.database, self.seed_key, config or self.config,
-                          warn=lambda text: log.warn("{text}", text=text)).registry()
-
-    def process(self, request: AuthRequest) -> Outcome:
-        """Worker-pool entry: decide, then encode the reply attributes off the reactor."""
-        decision = self.pipeline.run(request)
-        return Outcome(decision, encode_attributes(decision, self.dictionary))
+        return self.services.nas.registry(config)
 
     def record_accounting(self, request: AccountingRequest) -> AccountingRequest:
         """Accounting worker-pool entry: returns once the request is committed."""
         return self.sessions.record(request)
-
-    def resume(self, request: AuthRequest, pending: PushPending) -> Outcome | None:
-        """Worker-pool entry for one poll of a held push: None while the user has not decided."""
-        decision = self.pipeline.resume(request, pending)
-        return None if decision is None else Outcome(decision, encode_attributes(decision, self.dictionary))
-
-    def settle(self, reactor, pool, outcome: Outcome, request: AuthRequest):
-        """The final outcome of ``outcome``: itself, or for a held push a Deferred that polls
-        ``resume`` on reactor timers until the user's phone or the deadline decided."""
-        if not isinstance(outcome.decision, PushPending):
-            return outcome
-        return poll(reactor, pool, lambda: self.resume(request, outcome.decision), PUSH_POLL_SECONDS)
 
 
 def build_runtime(config: Config, *, require_current_schema: bool = True) -> Runtime:
@@ -105,14 +91,18 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
     dictionary = RadiusDictionary()
     hasher = PasswordHasher(config.security)
     metrics = Metrics()
-    sessions = SessionService(database, config.accounting, clock=time.time, metrics=metrics)
+    services = Services(Resources(config, database, clock=time.time, seed_key=seed_key, hasher=hasher,
+                                  dictionary=dictionary, metrics=metrics, hash_threads=SERVER_HASH_THREADS,
+                                  warn=lambda text: log.warn("{text}", text=text)), actor="server")
     context = PluginContext(config=config, database=database, dictionary=dictionary, hasher=hasher,
                             metrics=metrics, seed_key=seed_key, clock=time.time,
-                            challenges=ChallengeStore(database, time.time, metrics),
-                            extra={"sessions": sessions})
+                            challenges=ChallengeStore(database, time.time, metrics,
+                                                     max_pending=config.mfa.max_pending_challenges),
+                            services=services, bulkheads=Bulkheads(config.server.backend_threads
+                                                                   or max(1, config.server.auth_threads // 2)))
     manager = register_plugins(context)
     return Runtime(config, database, seed_key, dictionary, hasher, metrics, context,
-                   Pipeline(manager, context), manager, sessions=sessions)
+                   Pipeline(manager, context), manager, services)
 
 
 def udp_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
@@ -138,11 +128,17 @@ class RadiusService(MultiService):
         self.config_path = config_path
         self.serve_ops = serve_ops
         self.serve_api = serve_api
-        self.pool = ThreadPool(minthreads=1, maxthreads=self.config.server.auth_threads, name="radiusd-auth")
+        threads = self.config.server.auth_threads
+        self.pool = ThreadPool(minthreads=1, maxthreads=threads, name="radiusd-auth")
+        # Admitted work must fit in half the budget: answers leave in time even after the reject delay.
+        self.queue = WorkQueue(reactor, self.pool, threads=threads, limit=self.config.server.max_pending_requests,
+                               target_seconds=self.config.server.request_budget_seconds / 2)
+        self.authentication = Authentication(reactor, self.queue, runtime.pipeline, runtime.metrics,
+                                             observe=self.observe)
         self.api_pool = ThreadPool(minthreads=1, maxthreads=API_THREADS, name="radiusd-api")
         self.acct_pool = ThreadPool(minthreads=1, maxthreads=ACCT_THREADS, name="radiusd-acct")
         self.on_nas_change = self.reload  # the CLI adds signalling its worker processes
-        self.blocks = BlockService(runtime.database, self.config.lockout, time.time)
+        self.blocks = runtime.services.blocks
         self.monitor = HealthMonitor(reactor, lambda probe: deferToThreadPool(reactor, reactor.getThreadPool(), probe),
                                      runtime.database, self.config.ops, refresh=self.refresh_gauges,
                                      probes=health_checks(runtime.plugin_manager))
@@ -172,9 +168,9 @@ class RadiusService(MultiService):
         for address in self.config.server.listen:
             protocol = AuthProtocol(
                 registry=registry, dedupe=self.dedupe, metrics=self.runtime.metrics,
-                settings=self.config.server, clock=self.reactor, dispatch=self.dispatch,
+                settings=self.config.server, clock=self.reactor, dispatch=self.authentication.decide,
                 ready=lambda: self.monitor.ready,
-                settle=lambda outcome, request: self.runtime.settle(self.reactor, self.pool, outcome, request))
+                encode=lambda decision: encode_attributes(decision, self.runtime.dictionary))
             sock = udp_socket(address, self.config.server.auth_port, reuse_port)
             family = sock.family
             self.ports.append(self.reactor.adoptDatagramPort(sock.fileno(), family, protocol))
@@ -202,8 +198,8 @@ class RadiusService(MultiService):
 
             self.api_pool.start()
             api = self.config.api
-            site = admin_site(self.runtime, self.reactor, {"api": self.api_pool, "auth": self.pool},
-                              nas_changed=lambda: self.on_nas_change())
+            site = admin_site(self.runtime, self.reactor, {"api": self.api_pool},
+                              authentication=self.authentication, nas_changed=lambda: self.on_nas_change())
             self.api_port = self.reactor.listenTCP(api.port, site, interface=api.listen)
             log.info("admin API listening on {address} port {port}", address=api.listen,
                      port=self.api_port.getHost().port)
@@ -240,11 +236,13 @@ class RadiusService(MultiService):
     def acct_port(self) -> int:
         return self.acct_ports[0].getHost().port if self.acct_ports else self.config.server.acct_port
 
-    def dispatch(self, request: AuthRequest):
-        return deferToThreadPool(self.reactor, self.pool, self.runtime.process, request)
-
     def dispatch_accounting(self, request: AccountingRequest):
         return deferToThreadPool(self.reactor, self.acct_pool, self.runtime.record_accounting, request)
+
+    def observe(self, decision) -> None:
+        """Each decided request, on the reactor: a high backend error rate makes the server not ready."""
+        if not isinstance(decision, Abandoned):
+            self.monitor.record_request(isinstance(decision, BackendFailure))
 
     # -- sessions: gauges, housekeeping, Disconnect-Requests ---------------------------------------
 

@@ -10,10 +10,13 @@ import threading
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
-from radiusd.config import SmsSection
 from radiusd.errors import BackendError
+
+if TYPE_CHECKING:  # the plugin imports this module
+    from radiusd.plugins.sms_otp import SmsSection
 
 
 class FileGateway:

@@ -61,6 +61,27 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+CUT_MARKER = "…"
+
+
+def fit(column: Column, value):
+    """A string cut to ``column``'s length, its last character then ``CUT_MARKER``.
+
+    PostgreSQL refuses a varchar(n) value longer than n characters where SQLite stores it, so
+    text from outside (a NAS, an API client) is fitted before it is written: an audit row for a
+    long User-Name must not fail the request. Only for values written, never for lookups: a cut
+    name must not find the user it was cut to."""
+    length = getattr(column.type, "length", None)
+    if not isinstance(value, str) or length is None or len(value) <= length:
+        return value
+    return value[:length - 1] + CUT_MARKER
+
+
+def fitted(table: Table, values: dict) -> dict:
+    """``values`` for a row of ``table``, each string fitted to its column (see ``fit``)."""
+    return {name: fit(table.c[name], value) for name, value in values.items()}
+
+
 users = Table(
     "users",
     metadata,
@@ -123,7 +144,7 @@ audit_events = Table(
     Column("id", Integer, primary_key=True),
     Column("occurred_at", UTCDateTime, nullable=False, index=True),
     Column("type", String(32), nullable=False),
-    Column("username", String(64), nullable=True, index=True),
+    Column("username", String(253), nullable=True, index=True),  # as sent: a User-Name is up to 253 octets
     Column("client", String(64), nullable=True),
     Column("result", String(16), nullable=False, server_default=""),
     Column("reason", String(64), nullable=False, server_default=""),
@@ -201,7 +222,7 @@ push_requests = Table(
     Column("state", String(16), nullable=False),  # pending, approved, denied, expired
     Column("number", String(2), nullable=False),  # shown on both sides, to match
     Column("nas", String(64), nullable=False, server_default=""),
-    Column("calling_station_id", String(64), nullable=False, server_default=""),
+    Column("calling_station_id", String(253), nullable=False, server_default=""),
     Column("description", String(128), nullable=False, server_default=""),
     Column("requested_by", String(64), nullable=True),  # the API client that started it, if any
     Column("state_hash", String(64), nullable=True, index=True),  # challenge mode: its State's SHA-256

@@ -180,7 +180,7 @@ class ApiClientService(Clocked):
         presented = self._digest(client_secret, SECRET_PURPOSE)
         expected = row.secret_hash if row is not None else self._digest(secrets.token_urlsafe(16), SECRET_PURPOSE)
         if not (hmac.compare_digest(presented, expected) and row is not None and client_secret):
-            record_event(self.database, "api_token", client=client_id[:64] or None, result="reject",
+            record_event(self.database, "api_token", client=client_id or None, result="reject",
                          reason="invalid_client", actor="oauth")
             return None
         if scope is not None and scope.split() != [row.type]:

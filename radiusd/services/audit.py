@@ -7,15 +7,16 @@ from datetime import datetime
 from sqlalchemy import insert, select
 
 from radiusd.db.engine import Database
-from radiusd.db.tables import audit_events, utcnow
+from radiusd.db.tables import audit_events, fitted, utcnow
 
 
 def record_event(database: Database, type: str, *, username: str | None = None, client: str | None = None,
                  result: str = "", reason: str = "", actor: str = "", detail: dict | None = None) -> None:
+    """One audit row; strings too long for their columns are cut with a marker, never refused."""
     with database.writer.begin() as conn:
-        conn.execute(insert(audit_events).values(
+        conn.execute(insert(audit_events).values(fitted(audit_events, dict(
             occurred_at=utcnow(), type=type, username=username, client=client, result=result,
-            reason=reason, actor=actor, detail=detail or {}))
+            reason=reason, actor=actor, detail=detail or {}))))
 
 
 def list_events(database: Database, *, username: str | None = None, since: datetime | None = None,

@@ -19,10 +19,9 @@ from typing import Callable
 
 from sqlalchemy import delete, insert, select, update
 
-from radiusd.config import MfaSection
 from radiusd.crypto import SeedKey
 from radiusd.db.engine import Database
-from radiusd.db.tables import devices, otp_enrolments, users
+from radiusd.db.tables import devices, fitted, otp_enrolments, users
 from radiusd.services import Clocked, Conflict, NotFound, ServiceError
 from radiusd.services.api_clients import ApiPrincipal
 from radiusd.services.audit import record_event
@@ -71,11 +70,11 @@ def config_document(row) -> dict:
 
 
 class DeviceService(Clocked):
-    def __init__(self, database: Database, seed_key: SeedKey, mfa: MfaSection, clock: Callable[[], float],
+    def __init__(self, database: Database, seed_key: SeedKey, otp: OtpService, clock: Callable[[], float],
                  actor: str = "api"):
         self.database = database
         self.seed_key = seed_key
-        self.mfa = mfa
+        self.otp = otp  # checks the activation's code like a login's (the replay guard included)
         self.clock = clock
         self.actor = actor
 
@@ -101,7 +100,7 @@ class DeviceService(Clocked):
             self._audit(row.username, "reject", "account_refused")
             raise ActivationRefused("activation_code", "this account may not activate a device now")
         enrolment = Enrolment(row.id, row.user_id, row.verified, row.expires_at, row.last_step, row.secret_encrypted)
-        result = OtpService(self.database, self.seed_key, self.mfa, self.clock, actor=self.actor).check(enrolment, otp)
+        result = self.otp.check(enrolment, otp)
         if result is not CodeCheck.OK:
             locked = blocks.record_failure(user.id, user.username)
             self._audit(row.username, "reject", "bad_otp" if result is CodeCheck.BAD else "otp_replay")
@@ -116,9 +115,9 @@ class DeviceService(Clocked):
             if claimed != 1:  # another activation spent the code first
                 raise ActivationRefused("activation_code", "the activation code is unknown or already used")
             conn.execute(delete(devices).where(devices.c.enrolment_id == row.id))
-            conn.execute(insert(devices).values(
+            conn.execute(insert(devices).values(fitted(devices, dict(
                 device_id=device_id, enrolment_id=row.id, user_id=user.id, name=device_name, platform=platform,
-                token_hash=self._digest(token), created_at=now))
+                token_hash=self._digest(token), created_at=now))))
         blocks.clear_failures(user.id)
         self._audit(row.username, "ok", "otp.activated", device_id=device_id, platform=platform)
         return {"device_id": device_id, "device_token": token, "username": user.username}

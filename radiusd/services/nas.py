@@ -152,17 +152,19 @@ class NasService:
         except NasError as exc:
             raise Invalid("secret", str(exc)) from None
 
-    def registry(self) -> NasRegistry:
-        """Static ``[[nas]]`` entries plus the database's, as one registry (what the server serves)."""
-        static = [nas_from_config(section, self.config, warn=self.warn) for section in self.config.nas]
-        return NasRegistry(static + self.registry_entries())
+    def registry(self, config: Config | None = None) -> NasRegistry:
+        """Static ``[[nas]]`` entries plus the database's, as one registry (what the server
+        serves); ``config`` is a configuration read again (SIGHUP), else the service's."""
+        config = config or self.config
+        static = [nas_from_config(section, config, warn=self.warn) for section in config.nas]
+        return NasRegistry(static + self.registry_entries(config))
 
-    def registry_entries(self) -> list[Nas]:
+    def registry_entries(self, config: Config | None = None) -> list[Nas]:
         """Database NAS entries with their secrets decrypted, for the NAS registry."""
         with self.database.engine.connect() as conn:
             rows = conn.execute(select(nas_devices)).all()
         return [nas_from_row(row, self.seed_key.decrypt(row.secret_encrypted, secret_purpose(row.name)),
-                             self.config) for row in rows]
+                             config or self.config) for row in rows]
 
 
 def list_key(entry: dict) -> tuple[int, str]:

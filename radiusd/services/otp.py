@@ -229,7 +229,7 @@ class OtpService(Clocked):
                 blocks.clear_failures(user.id)
             elif reason in (Reason.BAD_OTP, Reason.OTP_REPLAY):
                 locked = blocks.record_failure(user.id, user.username)
-        record_event(self.database, "auth", username=username[:64], client=client[:64],
+        record_event(self.database, "auth", username=username, client=client,
                      result="accept" if reason is Reason.OK else "reject", reason=str(reason), actor=self.actor,
                      detail={"factor": NAME_TOTP})
         return UserCodeCheck(reason is Reason.OK, reason, locked)

@@ -23,16 +23,18 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import delete, insert, select, update
 from twisted.logger import Logger
 
-from radiusd.config import PushSection
 from radiusd.db.engine import Database
-from radiusd.db.tables import push_requests
+from radiusd.db.tables import fitted, push_requests
 from radiusd.services import Clocked, Conflict, NotFound
 from radiusd.services.audit import record_event
+
+if TYPE_CHECKING:  # the plugin imports this module
+    from radiusd.plugins.push import PushSection
 
 log = Logger(namespace="radiusd.push")
 
@@ -40,7 +42,6 @@ PENDING, APPROVED, DENIED, EXPIRED = "pending", "approved", "denied", "expired"
 STATES = (PENDING, APPROVED, DENIED, EXPIRED)
 PUSH_ID_BYTES = 16
 KEEP_DECIDED = timedelta(days=1)  # requests are kept this long after they expire, then purged
-MAX_CALLING_STATION_ID = 64
 
 
 def new_number() -> str:
@@ -77,12 +78,12 @@ class PushService(Clocked):
                state_hash: str | None = None, ttl_seconds: int | None = None, number: str | None = None) -> dict:
         """A new pending request; notifies the webhook after it is committed."""
         now = self.now()
-        values = dict(push_id=secrets.token_urlsafe(PUSH_ID_BYTES), user_id=user_id, username=username,
-                      device_id=device_row, state=PENDING, number=number or new_number(), nas=nas[:64],
-                      calling_station_id=(calling_station_id or "")[:MAX_CALLING_STATION_ID],
-                      description=description[:128], requested_by=requested_by, state_hash=state_hash,
-                      created_at=now, expires_at=now + timedelta(seconds=ttl_seconds or self.ttl_seconds),
-                      decided_at=None)
+        values = fitted(push_requests, dict(
+            push_id=secrets.token_urlsafe(PUSH_ID_BYTES), user_id=user_id, username=username,
+            device_id=device_row, state=PENDING, number=number or new_number(), nas=nas,
+            calling_station_id=calling_station_id or "", description=description, requested_by=requested_by,
+            state_hash=state_hash, created_at=now, expires_at=now + timedelta(seconds=ttl_seconds or self.ttl_seconds),
+            decided_at=None))
         with self.database.writer.begin() as conn:
             conn.execute(delete(push_requests).where(push_requests.c.expires_at < now - KEEP_DECIDED))
             conn.execute(insert(push_requests).values(**values))

@@ -19,6 +19,7 @@ so a NAS or database problem never undoes the change that triggered it.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -35,7 +36,7 @@ from radiusd.accounting import (
 )
 from radiusd.config import AccountingSection
 from radiusd.db.engine import Database
-from radiusd.db.tables import sessions, users
+from radiusd.db.tables import fitted, sessions, users
 from radiusd.disconnect import ACK, ERROR, DisconnectResult, DisconnectTarget
 from radiusd.model import Nas
 from radiusd.services.audit import record_event
@@ -92,6 +93,15 @@ def no_disconnect_client(targets: list[DisconnectTarget]) -> list[DisconnectResu
     return [DisconnectResult(target, ERROR) for target in targets]
 
 
+@dataclass
+class Links:
+    """Where Disconnect-Requests go: the NAS list and the client, blocking and not."""
+
+    nas_lookup: Callable[[str], Nas | None]
+    disconnect: Disconnect
+    disconnect_later: DisconnectLater | None
+
+
 class SessionService:
     def __init__(self, database: Database, settings: AccountingSection, *, clock: Callable[[], float] = time.time,
                  nas_lookup: Callable[[str], Nas | None] = lambda name: None,
@@ -100,9 +110,7 @@ class SessionService:
         self.database = database
         self.settings = settings
         self.clock = clock
-        self.nas_lookup = nas_lookup
-        self.disconnect = disconnect
-        self.disconnect_later = disconnect_later
+        self.links = Links(nas_lookup, disconnect, disconnect_later)
         self.metrics = metrics
         self.actor = actor
         self.on_error = on_error  # also told what ``terminate_user_later`` could not do (the CLI prints it)
@@ -110,10 +118,12 @@ class SessionService:
     def attach(self, *, nas_lookup: Callable[[str], Nas | None], disconnect: Disconnect,
                disconnect_later: DisconnectLater | None) -> None:
         """Wire in the NAS list and the Disconnect client (``radiusd serve`` does, once started)."""
-        self.nas_lookup, self.disconnect, self.disconnect_later = nas_lookup, disconnect, disconnect_later
+        self.links.nas_lookup, self.links.disconnect, self.links.disconnect_later = \
+            nas_lookup, disconnect, disconnect_later
 
     def for_actor(self, actor: str) -> "SessionService":
-        """The same service, with ``actor`` in the audit log."""
+        """The same service, with ``actor`` in the audit log (and the same ``links``, so a copy
+        made before ``attach`` sends through what it attached)."""
         copy = object.__new__(SessionService)
         copy.__dict__.update(self.__dict__, actor=actor)
         return copy
@@ -146,18 +156,17 @@ class SessionService:
         if request.status_type != START and request.session_time is not None:
             started = event - timedelta(seconds=min(request.session_time, 10 * 365 * 86400))
         stop = request.status_type == STOP
-        statement = self._insert().values(
-            nas=request.nas, nas_address=request.source, session_id=request.session_id[:253],
-            username=request.user_name[:253] if request.user_name else None,
-            nas_ip_address=request.nas_ip_address, nas_identifier=(request.nas_identifier or "")[:253] or None,
-            nas_port=request.nas_port, framed_ip_address=request.framed_ip_address,
-            calling_station_id=(request.calling_station_id or "")[:253] or None,
+        statement = self._insert().values(fitted(sessions, dict(
+            nas=request.nas, nas_address=request.source, session_id=request.session_id,
+            username=request.user_name, nas_ip_address=request.nas_ip_address,
+            nas_identifier=request.nas_identifier, nas_port=request.nas_port,
+            framed_ip_address=request.framed_ip_address, calling_station_id=request.calling_station_id,
             started_at=started, updated_at=event, stopped_at=event if stop else None,
             input_octets=min(request.input_octets or 0, MAX_OCTETS),
             output_octets=min(request.output_octets or 0, MAX_OCTETS),
             session_time=request.session_time, status=STOPPED if stop else ACTIVE,
             stop_cause=request.terminate_cause if stop else None, interim_interval=request.interim_interval,
-            stale_after=stale_after)
+            stale_after=stale_after)))
         new, old = statement.excluded, sessions.c
         changes = {
             "nas_address": new.nas_address,
@@ -290,7 +299,7 @@ class SessionService:
         session's view with its ``result`` and ``error_cause``."""
         check_username(username)
         targets, unreachable = self._targets(username)
-        results = self.disconnect(targets) if targets else []
+        results = self.links.disconnect(targets) if targets else []
         return self.record_results(unreachable + list(results), reason)
 
     def terminate_user_later(self, username: str, reason: str) -> None:
@@ -302,10 +311,10 @@ class SessionService:
                 self.record_results(unreachable, reason)
             if not targets:
                 return
-            if self.disconnect_later is None:
-                self.record_results(self.disconnect(targets), reason)
+            if self.links.disconnect_later is None:
+                self.record_results(self.links.disconnect(targets), reason)
             else:
-                self.disconnect_later(targets, lambda results: self.record_results(results, reason))
+                self.links.disconnect_later(targets, lambda results: self.record_results(results, reason))
         except Exception as exc:
             log.error("could not terminate the sessions of [{user}] ({reason}): {error}", user=username,
                       reason=reason, error=type(exc).__name__)
@@ -318,7 +327,7 @@ class SessionService:
         secret. Sessions of a NAS no longer configured get an ``error`` result at once."""
         targets, unreachable = [], []
         for row in self._open_rows(username):
-            nas = self.nas_lookup(row.nas)
+            nas = self.links.nas_lookup(row.nas)
             host = row.nas_address if nas is None or nas.network.num_addresses > 1 \
                 else str(nas.network.network_address)
             target = DisconnectTarget(
@@ -355,7 +364,7 @@ class SessionService:
                      result=outcome.result.upper(), cause=f" ({outcome.error_cause})" if outcome.error_cause else "",
                      user=target.username or "", session=target.session_id, nas=target.nas,
                      tries=outcome.attempts, why=reason)
-            record_event(self.database, "session", username=(target.username or "")[:64] or None,
+            record_event(self.database, "session", username=target.username or None,
                          client=target.nas, result=outcome.result, reason=reason, actor=self.actor,
                          detail={"session_id": target.session_id, "error_cause": outcome.error_cause,
                                  "attempts": outcome.attempts})

@@ -6,7 +6,7 @@ import ipaddress
 import re
 import unicodedata
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
@@ -25,6 +25,8 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_BYTES = 128  # RFC 2865 §5.2
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FRAMED_IP_KEYWORDS = ("user-selects", "nas-assigns")
+LOOKUP_CHUNK = 500  # names per IN (...) query
+NO_RECORD = 0  # the id of a User the pipeline holds before its record exists (a directory user's first login)
 Status = Literal["active", "disabled", "expired", "blocked"]
 
 
@@ -166,6 +168,12 @@ def find_user(database: Database, username: str) -> User | None:
     return user_from_row(row) if row else None
 
 
+def chunks(items: list, size: int = LOOKUP_CHUNK) -> Iterator[list]:
+    """``items`` in slices of ``size``: one IN (...) query each."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 def to_view(row, now: datetime | None = None) -> dict:
     """A user as the CLI and API show it: every field but secrets, plus derived status."""
     now = now or utcnow()
@@ -243,6 +251,34 @@ class UserService:
             raise Conflict("username", f"user {username} already exists") from None
         self._audit("user.create", username)
         return self.show(username)
+
+    def create_record(self, username: str, source: str, at: datetime) -> bool:
+        """The local record of a user whose password lives elsewhere (a directory); False when
+        a concurrent first login created it first."""
+        try:
+            with self.database.writer.begin() as conn:
+                conn.execute(insert(users).values(username=username, password_hash=None, enabled=True, source=source,
+                                                  reply_attributes=[], created_at=at, updated_at=at))
+        except IntegrityError:
+            return False
+        self._audit("user.create", username, source=source)
+        return True
+
+    def record_login(self, user: User, at: datetime) -> None:
+        """``last_login_at`` after an Accept; a record created during the request (the user
+        still ``NO_RECORD``) is found by name and source."""
+        match = (users.c.id == user.id,) if user.id != NO_RECORD else \
+            (users.c.username == user.username, users.c.source == user.source)
+        with self.database.writer.begin() as conn:
+            conn.execute(update(users).where(*match).values(last_login_at=at))
+
+    def upgrade_hash(self, user: User, password: bytes) -> None:
+        """Replace the stored hash (older argon2 parameters, or bcrypt) by an argon2id hash of
+        ``password`` with the current parameters, unless it changed meanwhile."""
+        with self.database.writer.begin() as conn:
+            conn.execute(update(users)
+                         .where(users.c.id == user.id, users.c.password_hash == user.password_hash)
+                         .values(password_hash=self.hasher.hash(password)))
 
     def show(self, username: str) -> dict:
         with self.database.engine.connect() as conn:

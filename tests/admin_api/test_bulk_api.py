@@ -12,7 +12,7 @@ import pytest
 
 from radiusd.admin_api.bulk_handlers import MAX_IMPORT_BYTES
 from radiusd.admin_api.import_jobs import SYNC_MAX_HASHES, SYNC_MAX_ROWS
-from radiusd.admin_api.routing import MAX_BODY_BYTES
+from radiusd.admin_api.request import MAX_BODY_BYTES
 from radiusd.config import SecuritySection
 from radiusd.crypto import PasswordHasher
 from tests.admin_api.conftest import PASSWORD, assert_problem

@@ -11,7 +11,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from radiusd.admin_api import api_resource, openapi_document
-from radiusd.admin_api.routing import DEVICE, PUBLIC
+from radiusd.admin_api.bearer import DEVICE, PUBLIC
 from radiusd.config import Config
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

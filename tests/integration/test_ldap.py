@@ -22,7 +22,7 @@ import pyotp
 import pytest
 from pyrad import packet as pyrad_packet
 
-from radiusd.config import LdapSection, load_config
+from radiusd.config import load_config
 from radiusd.crypto import PasswordHasher
 from radiusd.db import migrate
 from radiusd.db.engine import Database
@@ -30,6 +30,7 @@ from radiusd.decisions import Reason
 from radiusd.dictionary import RadiusDictionary
 from radiusd.directory import Directory
 from radiusd.errors import BackendError
+from radiusd.plugins.ldap_users import LdapSection
 from radiusd.services.users import UserService
 from tests.ldap_fixture import (GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, USERS, Slapd, user_dn)
 from tests.support import BIN, ServerProcess, admin, free_port, write_config

@@ -20,6 +20,7 @@ from radiusd.crypto import SeedKey
 from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.db.tables import users
+from radiusd.plugin import hook_names
 from radiusd.services.nas import NasService
 from tests.support import BIN, SECRET, ServerProcess, admin, write_config
 
@@ -97,6 +98,13 @@ def test_check_config_refuses_an_unknown_key(tmp_path, sqlite_url):
     assert_refused(radiusd(path, "check-config"), "unknown configuration key mfa.totp_windw")
 
 
+def test_check_config_refuses_an_unknown_key_in_a_disabled_plugins_section(tmp_path, sqlite_url):
+    path = write_config(tmp_path, sqlite_url, sections={"push": {"webhook_ulr": "https://relay.example/"},
+                                                        "plugins": {"disabled": ["push"]}})
+    upgrade(sqlite_url)
+    assert_refused(radiusd(path, "check-config"), "unknown configuration key push.webhook_ulr")
+
+
 def test_check_config_refuses_a_missing_seed_key_file(config, tmp_path):
     (tmp_path / "seed.key").unlink()
     assert_refused(radiusd(config, "check-config"), "seed.key")
@@ -169,6 +177,7 @@ def assert_config_order(hooks: dict[str, list[str]], order: list[str]) -> None:
 def test_plugins_lists_each_hook_in_the_configured_order(tmp_path, sqlite_url):
     path = write_config(tmp_path, sqlite_url, sections={"plugins": {"order": BUILTIN_ORDER}})
     hooks = hook_lines(radiusd(path, "plugins"))
+    assert list(hooks) == hook_names()  # in the order the pipeline calls them
     assert {"radiusd_find_user", "radiusd_check_account", "radiusd_authenticate", "radiusd_second_factor",
             "radiusd_reply_attributes", "radiusd_post_auth"} <= set(hooks)
     assert hooks["radiusd_find_user"] == ["local_users"]

@@ -22,7 +22,7 @@ from radiusd.disconnect import DisconnectExchange, DisconnectTarget, _ExchangePr
 from radiusd.packets import parse_frame
 from radiusd.protocol import AccountingProtocol
 from tests.support import DICTIONARY
-from tests.unit.test_protocol import (
+from tests.fakes import (
     LEGACY,
     NAS1,
     OTHER_SECRET,
@@ -34,7 +34,7 @@ from tests.unit.test_protocol import (
     flip,
     status_server,
 )
-from tests.unit.test_protocol import Harness as ProtocolHarness
+from tests.fakes import Harness as ProtocolHarness
 
 
 class Harness(ProtocolHarness):
@@ -191,11 +191,18 @@ def test_request_that_cannot_be_recorded_gets_no_reply_and_its_retransmission_is
     verified(request, harness.transport.written[0][0])
 
 
-def test_recording_that_never_finishes_times_out_into_a_drop(harness):
-    harness.receive(accounting_request().wire)
-    harness.clock.advance(5)
-    assert harness.dropped("backend_error") == 1
-    assert harness.transport.written == []
+def test_slow_recording_stays_in_progress_and_its_response_answers_the_retransmission(harness):
+    request = accounting_request()
+    harness.receive(request.wire)
+    harness.clock.advance(30)
+    harness.receive(request.wire)  # the NAS retries while the database is slow: not recorded twice
+    assert harness.dropped("duplicate_in_progress") == 1
+    assert harness.transport.written == [] and len(harness.dispatcher.requests) == 1
+    harness.recorded()
+    harness.receive(request.wire)
+    first, resent = (data for data, _ in harness.transport.written)
+    assert first == resent
+    verified(request, first)
 
 
 def test_requests_beyond_max_pending_are_dropped_as_overload():

@@ -23,9 +23,10 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, settings, users
 from radiusd.decisions import Accept, BackendFailure, Challenge, Reason, Reject
 from radiusd.dictionary import RadiusDictionary
-from radiusd.errors import BackendError, to_decision
-from radiusd.hookspecs import hookimpl
-from radiusd.packets import AuthRequest
+from radiusd.errors import BackendError
+from radiusd.plugin import hookimpl
+from radiusd.authentication import Authentication
+from radiusd.model import AuthRequest
 from radiusd.services import Invalid, NotFound
 from radiusd.services.blocks import AUTOMATIC_REASON, BlockService
 from radiusd.services.users import UserService, find_user
@@ -465,8 +466,7 @@ def runtime(tmp_path):
 
 
 def request_for(password: str | None, user: str = "bob") -> AuthRequest:
-    return AuthRequest(nas="test", mfa_mode="challenge", source=("127.0.0.1", 40000), identifier=1,
-                       user_name=user, password=password.encode() if password is not None else None,
+    return AuthRequest(nas="test", mfa_mode="challenge", user_name=user, password=password.encode() if password is not None else None,
                        state=None, auth_type="pap")
 
 
@@ -532,8 +532,8 @@ def test_a_backend_failure_is_never_counted_as_a_failed_attempt(runtime, error, 
         for password in ("wrong-password", PASSWORD):
             with pytest.raises(type(error)) as raised:
                 runtime.pipeline.run(request_for(password))
-            # What the protocol does with it: a BackendFailure, and no post_auth runs after it.
-            decision = to_decision(Failure(raised.value))
+            # What the entry point makes of it: a BackendFailure, and no post_auth runs after it.
+            decision = Authentication(None, None, runtime.pipeline, runtime.metrics).to_decision(Failure(raised.value))
             assert decision == BackendFailure(backend=backend, detail=type(error).__name__)
     assert spy.post_auth == []  # no post_auth hook ran: nothing counted, nothing cleared
     assert row(runtime.database).failed_attempts == 0

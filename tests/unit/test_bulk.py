@@ -1,7 +1,7 @@
-"""radiusd.services.bulk (issue 6): the CSV format, import validation and reports, the one
-transaction of an apply, on-conflict, export round trips and formula escaping, bulk password
-reset and bulk expiration, audit events; in process, on SQLite (and PostgreSQL where the
-transaction matters)."""
+"""radiusd.services.bulk and its parts (cells, csv_import, csv_export, hashing; issue 6): the
+CSV format, import validation and reports, the one transaction of an apply, on-conflict, export
+round trips and formula escaping, bulk password reset and bulk expiration, audit events; in
+process, on SQLite (and PostgreSQL where the transaction matters)."""
 
 from __future__ import annotations
 
@@ -22,17 +22,16 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, users
 from radiusd.dictionary import RadiusDictionary
 from radiusd.services import Invalid, NotFound
-from radiusd.services.bulk import (
+from radiusd.services.bulk import BulkService
+from radiusd.services.cells import (
     EXPORT_COLUMNS,
     PROFILE_COLUMNS,
-    BulkService,
-    ImportCancelled,
     escape_formula,
     format_reply_attributes,
-    hash_passwords,
     parse_reply_attributes,
     unescape_formula,
 )
+from radiusd.services.hashing import ImportCancelled, hash_passwords
 from radiusd.services.users import UserFields, UserService, find_user
 
 HASHER = PasswordHasher(SecuritySection())

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from radiusd.challenges import STATE_BYTES, ChallengeStore, PendingChallenge, state_hash
-from radiusd.config import SecuritySection
+from radiusd.config import MfaSection, SecuritySection
 from radiusd.crypto import PasswordHasher
 from radiusd.db import migrate
 from radiusd.db.engine import Database
@@ -167,6 +167,64 @@ def test_eight_threads_taking_one_state_get_it_exactly_once(database_url, clock)
         assert results.count(Reason.BAD_STATE) == 7
     finally:
         database.dispose()
+
+
+# -- the per-user cap on pending challenges ----------------------------------------------------------
+
+def test_a_challenge_beyond_the_cap_replaces_the_users_oldest(database_url, clock):
+    database, _ = open_store(database_url, clock)
+    store = ChallengeStore(database, clock, Metrics(), max_pending=3)
+    try:
+        bob, carol = find_user(database, "bob"), find_user(database, "carol")
+        theirs = store.create(carol, "nas1", "totp", 120)
+        states = []
+        for _ in range(5):
+            clock.now += 1
+            states.append(store.create(bob, "nas1", "totp", 120))
+        with database.engine.connect() as conn:
+            kept = set(conn.execute(select(challenges.c.state_hash).where(challenges.c.user_id == bob.id)).scalars())
+        assert kept == {state_hash(state) for state in states[2:]}  # the newest three
+        for state in states[:2]:
+            assert store.take(state, nas="nas1", username="bob") is Reason.BAD_STATE
+        for state in states[2:]:
+            assert isinstance(store.take(state, nas="nas1", username="bob"), PendingChallenge)
+        assert isinstance(store.take(theirs, nas="nas1", username="carol"), PendingChallenge)  # another user's
+    finally:
+        database.dispose()
+
+
+def test_instances_creating_challenges_for_one_user_at_once_keep_to_the_cap(database_url, clock):
+    first, _ = open_store(database_url, clock)
+    second = Database(database_url, pool_size=8)  # another instance sharing the database
+    stores = [ChallengeStore(database, clock, Metrics(), max_pending=2) for database in (first, second)]
+    try:
+        bob = find_user(first, "bob")
+        barrier = threading.Barrier(8)
+        created, errors, seen = [], [], []
+
+        def create(store):
+            try:
+                barrier.wait(timeout=10)
+                for _ in range(10):
+                    created.append(store.create(bob, "nas1", "totp", 120))
+                    seen.append(len(rows(second)))  # what any reader sees between commits
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(stores[index % 2],)) for index in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        assert len(created) == 80 and max(seen) == len(rows(first)) == 2
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_the_cap_defaults_to_the_configured_default(store):
+    assert store.max_pending == MfaSection().max_pending_challenges == 5
 
 
 # -- append mode: password immediately followed by the code ----------------------------------------

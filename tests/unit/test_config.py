@@ -5,6 +5,17 @@ from __future__ import annotations
 import pytest
 
 from radiusd.config import Config, ConfigError, SecretRef, config_path, load_config
+from radiusd.plugins.ldap_users import LdapSection
+from radiusd.plugins.push import PushSection
+from radiusd.plugins.sms_otp import SmsSection
+
+LDAP = '[ldap]\nurls = ["ldap://127.0.0.1"]\nbase_dn = "dc=example,dc=org"\n'
+# Each plugin-owned section with a misspelt key, and the plugin that owns it.
+MISSPELT = [
+    ("sms", "sms_otp", '[sms]\ngatewy = "http"\n', "sms.gatewy"),
+    ("push", "push", '[push]\nwebhook_ulr = "https://relay.example/"\n', "push.webhook_ulr"),
+    ("ldap", "ldap_users", LDAP + 'bind_pasword = "x"\n', "ldap.bind_pasword"),
+]
 
 
 @pytest.fixture
@@ -227,3 +238,59 @@ def test_nas_entry_accepts_ipv4_ipv6_and_cidr(write):
 
 def test_nas_entry_without_a_secret_is_refused(write):
     assert "nas.0.secret" in refused(write('[[nas]]\nname = "a"\naddress = "10.0.0.1"\n'))
+
+
+# -- the sections the built-in plugins declare --------------------------------------------------
+
+def test_plugin_sections_are_the_classes_their_plugins_declare(write):
+    config = load_config(write(LDAP), environ={})
+    assert type(config.sms) is SmsSection and type(config.push) is PushSection
+    assert type(config.ldap) is LdapSection
+    assert config.push.webhook_url == "" and config.ldap.base_dn == "dc=example,dc=org"
+    assert load_config(write(""), environ={}).ldap is None
+
+
+@pytest.mark.parametrize(("section", "plugin", "text", "key"), MISSPELT, ids=[case[0] for case in MISSPELT])
+def test_misspelt_key_in_a_plugin_section_is_refused_even_with_the_plugin_disabled(write, section, plugin,
+                                                                                      text, key):
+    assert f"unknown configuration key {key}" in refused(write(text))
+    disabled = f'[plugins]\ndisabled = ["{plugin}"]\n'
+    assert f"unknown configuration key {key}" in refused(write(disabled + text))
+
+
+def test_bad_value_in_a_plugin_section_names_the_key(write):
+    assert "invalid configuration value sms.max_per_window" in refused(write("[sms]\nmax_per_window = 0\n"))
+    assert "invalid configuration value ldap.urls: " in refused(
+        write('[ldap]\nurls = ["http://dir"]\nbase_dn = "dc=x"\n'))
+
+
+def test_environment_overrides_keys_of_plugin_sections(write, tmp_path):
+    config = load_config(write(LDAP), environ={
+        "RADIUSD_SMS__MAX_PER_WINDOW": "7",
+        "RADIUSD_PUSH__WEBHOOK_URL": "https://relay.example/wake",
+        "RADIUSD_LDAP__BASE_DN": "dc=override,dc=org",
+        "RADIUSD_LDAP__BIND_DN": "cn=radiusd,dc=override,dc=org",
+        "RADIUSD_LDAP__BIND_PASSWORD": '{ env = "LDAP_BIND_PASSWORD" }',
+    })
+    assert config.sms.max_per_window == 7 and config.sms.gateway == "file"
+    assert config.push.webhook_url == "https://relay.example/wake"
+    assert config.ldap.base_dn == "dc=override,dc=org" and config.ldap.urls == ["ldap://127.0.0.1"]
+    assert config.ldap.bind_password.env == "LDAP_BIND_PASSWORD"
+
+
+def test_environment_variable_misspelling_a_plugin_section_key_is_refused(write):
+    message = refused(write(""), environ={"RADIUSD_PUSH__WEBHOOK_ULR": "https://relay.example/"})
+    assert "unknown configuration key push.webhook_ulr" in message
+
+
+def test_plugin_section_secrets_are_references_read_on_use(write, tmp_path, monkeypatch):
+    token = tmp_path / "gateway.token"
+    config = load_config(write('[sms.headers]\nAuthorization = { file = "%s" }\nX-Inline = "hunter2-sms"\n'
+                               '[push.webhook_headers]\nAuthorization = { env = "PUSH_RELAY_TOKEN" }\n' % token),
+                         environ={})
+    token.write_text("Bearer from-a-file\n")
+    monkeypatch.setenv("PUSH_RELAY_TOKEN", "Bearer from-the-environment")
+    assert config.sms.headers["Authorization"].reveal() == "Bearer from-a-file"
+    assert config.push.webhook_headers["Authorization"].reveal() == "Bearer from-the-environment"
+    assert config.sms.headers["X-Inline"].reveal() == "hunter2-sms"
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config.sms)

@@ -8,11 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from radiusd.bulkhead import Bulkheads
 from radiusd.config import Config, ConfigError, load_config
 from radiusd.decisions import Reason
 from radiusd.dictionary import RadiusDictionary
 from radiusd.directory import bind_refusal, group_names_from_dns
 from radiusd.plugins.ldap_users import Plugin
+from radiusd.services.factory import Resources, Services
 from tests.support import toml_value
 
 LDAP = {"urls": ["ldaps://dc1.example.org"], "bind_dn": "cn=radiusd,dc=example,dc=org",
@@ -97,8 +99,9 @@ def test_empty_group_filter_means_member_of():
 # -- the plugin at start-up --------------------------------------------------------------------------
 
 def plugin_with(**sections) -> Plugin:
-    context = SimpleNamespace(config=config(**sections), dictionary=RadiusDictionary(), database=None,
-                              clock=time.time)
+    settings = config(**sections)
+    context = SimpleNamespace(config=settings, dictionary=RadiusDictionary(), database=None, clock=time.time,
+                              services=Services(Resources(settings, None), actor="test"), bulkheads=Bulkheads(1))
     return Plugin(context)
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import json
 
+import psycopg
 from sqlalchemy import select
-from twisted.logger import Logger, LogPublisher
+from sqlalchemy.engine import make_url
+from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent
+from twisted.python.failure import Failure
 
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events
-from radiusd.logs import make_observer, to_json_line
+from radiusd.logs import FailureLog, make_observer, to_json_line
+from tests.conftest import PG_ADMIN_URL
 from tests.support import SECRET, admin
 
 PASSWORD = "Correct-Horse-7731"
@@ -81,3 +85,77 @@ def test_auth_lines_are_logged_as_json_and_no_secret_ever_is(make_server, radius
         ("alice", "test", "accept", "ok"), ("alice", "test", "reject", "bad_password")]
     for row in rows:
         assert PASSWORD not in json.dumps(row.detail) and WRONG_PASSWORD not in json.dumps(row.detail)
+
+
+# -- quiet logs under failure (issue 13) ------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fail(error: Exception) -> Failure:
+    try:
+        raise error
+    except Exception:
+        return Failure()
+
+
+def test_failure_log_writes_one_traceback_per_type_per_interval_and_a_line_for_every_failure():
+    events, clock = [], FakeClock()
+    failures = FailureLog(Logger(namespace="test", observer=events.append), interval_seconds=60, clock=clock)
+    for _ in range(100):
+        failures.failure("request failed in {backend}", fail(ConnectionError("db down")), backend="db")
+        clock.now += 0.1
+    failures.failure("request failed in {backend}", fail(KeyError("x")), backend="plugin")  # another type
+    assert len(events) == 101
+    assert [formatEvent(event) for event in events[:2]] == [
+        "request failed in db: ConnectionError (traceback; 0 of this type left out since the last)",
+        "request failed in db: ConnectionError"]
+    with_traceback = [event for event in events if "log_failure" in event]
+    assert [type(event["log_failure"].value) for event in with_traceback] == [ConnectionError, KeyError]
+    assert all(event["error"] in ("ConnectionError", "KeyError") for event in events)
+    assert {event["log_level"] for event in events} == {LogLevel.critical, LogLevel.error}
+
+    clock.now += 50  # a minute after the first traceback: the next one, with the count left out
+    failures.failure("request failed in {backend}", fail(ConnectionError("still down")), backend="db")
+    assert "log_failure" in events[-1] and events[-1]["tracebacks_left_out"] == 99
+    failures.failure("request failed in {backend}", fail(ConnectionError("still down")), backend="db")
+    assert "log_failure" not in events[-1]
+
+
+def test_failure_log_takes_the_current_exception_and_tells_types_of_the_same_name_apart():
+    events, clock = [], FakeClock()
+    failures = FailureLog(Logger(namespace="test", observer=events.append), clock=clock)
+    other = type("ConnectionError", (Exception,), {})  # same name, another module's class
+    for error in (ConnectionError(), other(), ConnectionError(), other()):
+        try:
+            raise error
+        except Exception:
+            failures.failure("unexpected error")
+    assert ["log_failure" in event for event in events] == [True, True, False, False]
+    assert all(formatEvent(event).startswith("unexpected error: ConnectionError") for event in events)
+
+
+def test_a_thousand_failing_requests_write_a_handful_of_tracebacks(postgres_url, make_server, radius_client):
+    server = make_server(postgres_url, sections={"server": {"on_backend_error": "reject"}})
+    client = radius_client(server.auth_port)
+    _, reply = client.send(client.access_request("nobody", PASSWORD))
+    assert reply.code == 3
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:  # the database goes away
+        conn.execute(f'DROP DATABASE "{make_url(postgres_url).database}" WITH (FORCE)')
+    for index in range(1000):
+        _, reply = client.send(client.access_request(f"user{index}", PASSWORD))
+        assert reply.code == 3  # on_backend_error = "reject": every failure is answered
+    assert server.stop() == 0
+
+    records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    failed = [record for record in records if record["message"].startswith("pipeline failed in backend db: ")]
+    assert len(failed) == 1000
+    assert all(record["error"] == "OperationalError" for record in failed)
+    tracebacks = [record for record in records if "traceback" in record]
+    assert 1 <= len(tracebacks) <= 5, [record["message"] for record in tracebacks]
+    assert len(server.log()) < 1000 * 400  # about a line per request, not 4 KB each

@@ -18,6 +18,7 @@ from radiusd.packets import (
     Code,
     MalformedPacket,
     decode_access_request,
+    decode_address,
     encode_attribute,
     encode_response,
     hide_password,
@@ -287,7 +288,7 @@ def test_response_longer_than_4096_octets_is_refused():
 # -- decode_access_request ---------------------------------------------------------------------
 
 def decode(data: bytes):
-    return decode_access_request(parse_frame(data), "nas1", "challenge", SECRET, ("192.0.2.1", 1645), 123.0)
+    return decode_access_request(parse_frame(data), "nas1", "challenge", SECRET, 123.0, 127.0)
 
 
 def test_decode_reads_the_request_fields():
@@ -297,13 +298,11 @@ def test_decode_reads_the_request_fields():
     assert decoded.user_name == "alice"
     assert decoded.password == b"s3cret-pass"
     assert decoded.auth_type == "pap"
-    assert decoded.nas_ip_address == "192.0.2.9"
     assert decoded.nas_port == 17
     assert decoded.nas_identifier == "vpn-1"
     assert decoded.calling_station_id == "02-00-00-00-00-01"
     assert decoded.called_station_id == "vpn.example"
-    assert (decoded.nas, decoded.mfa_mode, decoded.source, decoded.identifier) == (
-        "nas1", "challenge", ("192.0.2.1", 1645), 42)
+    assert (decoded.nas, decoded.mfa_mode, decoded.received_at, decoded.deadline) == ("nas1", "challenge", 123.0, 127.0)
     assert decoded.state is None
 
 
@@ -311,11 +310,16 @@ def hidden(password: bytes) -> bytes:
     return attribute(2, hide_password(password, SECRET, AUTHENTICATOR))
 
 
-def test_three_octet_nas_ip_address_is_ignored_and_the_rest_decoded():
-    decoded = decode(raw_packet(attributes=attribute(1, b"alice") + attribute(4, b"\x0a\x00\x00") + hidden(b"pw")))
-    assert decoded.nas_ip_address is None
+def test_three_octet_nas_port_is_ignored_and_the_rest_decoded():
+    decoded = decode(raw_packet(attributes=attribute(1, b"alice") + attribute(5, b"\x00\x00\x07") + hidden(b"pw")))
+    assert decoded.nas_port is None
     assert decoded.user_name == "alice"
     assert decoded.password == b"pw"
+
+
+@pytest.mark.parametrize("value, expected", [(b"\x0a\x00\x00\x01", "10.0.0.1"), (b"\x0a\x00\x00", None), (None, None)])
+def test_an_address_value_of_the_wrong_length_decodes_as_absent(value, expected):
+    assert decode_address(value) == expected
 
 
 def test_invalid_utf8_user_name_is_ignored():

@@ -1,4 +1,5 @@
-"""AuthProtocol in process: a fake transport, Twisted's Clock, and a dispatcher the test drives.
+"""AuthProtocol in process: the harness of tests/fakes.py (a fake transport, Twisted's Clock, the
+real Authentication over a worker pool the test drives).
 
 Every drop of SPEC §3 is counted by reason, never reaches the dispatcher, writes nothing and
 leaves the protocol able to answer the next valid request. Replies are verified with pyrad.
@@ -8,108 +9,31 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import random
 import struct
 
 import pytest
 from pyrad import packet as pyrad_packet
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from radiusd.clients import NasRegistry
-from radiusd.config import ServerSection
-from radiusd.decisions import Accept, BackendFailure, Challenge, Reason, Reject
-from radiusd.dedupe import DuplicateCache
-from radiusd.metrics import Metrics
-from radiusd.model import Nas
+from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, Reason, Reject
 from radiusd.packets import Attr, encode_attribute, hide_password
-from radiusd.protocol import AuthProtocol, Outcome
-from tests.support import DICTIONARY
+from tests.fakes import (
+    LEGACY,
+    NAS1,
+    OTHER_SECRET,
+    SECRET,
+    UNKNOWN,
+    V6NAS,
+    Harness,
+    access_request,
+    flip,
+    status_server,
+    verified,
+)
 
-SECRET = b"protocol-secret-0123"
-OTHER_SECRET = b"some-other-secret-456"
-NAS1 = ("192.0.2.10", 40000)          # requires Message-Authenticator
-LEGACY = ("198.51.100.7", 40001)      # in a /24 that does not require it
-V6NAS = ("2001:db8:1::5", 40002, 0, 0)
-UNKNOWN = ("203.0.113.5", 40003)
 DROP_REASONS = ("unknown_client", "malformed", "unknown_code", "missing_message_authenticator",
                 "bad_authenticator", "duplicate_in_progress", "overload", "backend_error")
-
-
-# -- harness -----------------------------------------------------------------------------------
-
-class FakeTransport:
-    def __init__(self):
-        self.written: list[tuple[bytes, tuple]] = []
-        self.reading = True
-
-    def write(self, data, addr):
-        self.written.append((data, addr))
-
-    def stopReading(self):
-        self.reading = False
-
-
-class Dispatcher:
-    """Records every request and hands back a Deferred the test fires."""
-
-    def __init__(self):
-        self.requests = []
-        self.pending: list[Deferred] = []
-
-    def __call__(self, request):
-        self.requests.append(request)
-        done = Deferred()
-        self.pending.append(done)
-        return done
-
-
-class Harness:
-    """A protocol (the auth port's unless ``protocol_class`` says otherwise) over a fake transport."""
-
-    def __init__(self, protocol_class=AuthProtocol, **settings):
-        values = dict(dedupe_seconds=10, reject_delay_seconds=1.0, max_pending_requests=100,
-                      plugin_timeout_seconds=5, on_backend_error="drop")
-        values.update(settings)
-        self.settings = ServerSection(**values)
-        self.clock = Clock()
-        self.metrics = Metrics()
-        self.transport = FakeTransport()
-        self.dispatcher = Dispatcher()
-        self.is_ready = True
-        registry = NasRegistry([
-            Nas(name="nas1", network=ipaddress.ip_network("192.0.2.10/32"), secret=SECRET,
-                require_message_authenticator=True),
-            Nas(name="legacy", network=ipaddress.ip_network("198.51.100.0/24"), secret=SECRET,
-                require_message_authenticator=False),
-            Nas(name="v6nas", network=ipaddress.ip_network("2001:db8:1::/64"), secret=SECRET),
-        ])
-        self.protocol = protocol_class(
-            registry=registry, dedupe=DuplicateCache(self.settings.dedupe_seconds, self.clock.seconds),
-            metrics=self.metrics, settings=self.settings, clock=self.clock, dispatch=self.dispatcher,
-            ready=lambda: self.is_ready)
-        self.protocol.makeConnection(self.transport)
-
-    def receive(self, data: bytes, addr=NAS1) -> None:
-        self.protocol.datagramReceived(data, addr)
-
-    def sample(self, name: str, **labels) -> float:
-        return self.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    def dropped(self, reason: str) -> float:
-        return self.sample("radiusd_dropped_packets_total", reason=reason)
-
-    def dropped_total(self) -> float:
-        return sum(sample.value for family in self.metrics.registry.collect()
-                   for sample in family.samples if sample.name == "radiusd_dropped_packets_total")
-
-    def decisions(self, reason: str) -> float:
-        return self.sample("radiusd_auth_decisions_total", reason=reason)
-
-    def answer(self, index: int, decision, attributes: bytes = b"") -> None:
-        self.dispatcher.pending[index].callback(Outcome(decision, attributes))
 
 
 @pytest.fixture
@@ -131,50 +55,6 @@ def logged_failures():
     globalLogPublisher.removeObserver(observe)
 
 
-# -- packets -----------------------------------------------------------------------------------
-
-def access_request(*, secret=SECRET, message_authenticator=True, identifier=None, user="alice",
-                   password="correct-horse", proxy_states=(), **attributes):
-    request = pyrad_packet.AuthPacket(code=pyrad_packet.AccessRequest, secret=secret, dict=DICTIONARY,
-                                      id=random.randrange(256) if identifier is None else identifier)
-    if message_authenticator:
-        request.add_message_authenticator()
-    request["User-Name"] = user
-    if password is not None:
-        request["User-Password"] = request.PwCrypt(password)
-    return encoded(request, attributes, proxy_states)
-
-
-def encoded(request, attributes: dict, proxy_states=()):
-    """``request`` with ``attributes`` (``_`` for ``-`` in names) and Proxy-States added, its
-    bytes in ``request.wire``."""
-    for name, value in attributes.items():
-        request[name.replace("_", "-")] = value
-    for value in proxy_states:
-        request.AddAttribute("Proxy-State", value)
-    request.wire = request.RequestPacket()
-    return request
-
-
-def status_server(*, secret=SECRET, message_authenticator=True):
-    request = pyrad_packet.AuthPacket(code=pyrad_packet.StatusServer, secret=secret, dict=DICTIONARY,
-                                      id=random.randrange(256))
-    if message_authenticator:
-        request.add_message_authenticator()
-    request.wire = request.RequestPacket()
-    return request
-
-
-def verified(request, data: bytes):
-    """The reply decoded by pyrad after checking both authenticators and the attribute order."""
-    reply = request.CreateReply(packet=data)
-    assert request.VerifyReply(reply, data, enforce_ma=True), "reply does not verify with pyrad"
-    assert reply.verify_message_authenticator(original_authenticator=request.authenticator,
-                                              original_code=request.code)
-    assert data[20] == Attr.MESSAGE_AUTHENTICATOR, "Message-Authenticator is not the first attribute"
-    return reply
-
-
 def attribute(number: int, value: bytes) -> bytes:
     return bytes((number, len(value) + 2)) + value
 
@@ -193,10 +73,6 @@ def signed(code=1, attributes=b"", secret=SECRET, identifier=9, authenticator=by
 def user_attributes() -> bytes:
     authenticator = bytes(range(32, 48))
     return attribute(1, b"alice") + attribute(2, hide_password(b"correct-horse", SECRET, authenticator))
-
-
-def flip(data: bytes, index: int) -> bytes:
-    return data[:index] + bytes((data[index] ^ 0x01,)) + data[index + 1:]
 
 
 def with_length(data: bytes, length: int) -> bytes:
@@ -326,7 +202,6 @@ def test_ipv4_mapped_ipv6_source_of_a_known_nas_is_accepted_and_answered_at_that
     harness.receive(request.wire, mapped)
     [decoded] = harness.dispatcher.requests
     assert decoded.nas == "nas1"
-    assert decoded.source == ("192.0.2.10", 40000)
     harness.answer(0, Accept())
     [(reply, addr)] = harness.transport.written
     assert addr == mapped
@@ -373,10 +248,10 @@ def test_proxy_state_with_message_authenticator_is_accepted_and_echoed_in_order(
 
 
 def test_attribute_with_an_invalid_value_is_ignored_not_fatal(harness):
-    bad_address = attribute(Attr.NAS_IP_ADDRESS, b"\x0a\x00\x00")
-    harness.receive(signed(attributes=user_attributes() + bad_address + attribute(1, b"\xff\xfe")), NAS1)
+    bad_port = attribute(Attr.NAS_PORT, b"\x00\x00\x07")  # an Integer is 4 octets
+    harness.receive(signed(attributes=user_attributes() + bad_port + attribute(1, b"\xff\xfe")), NAS1)
     [decoded] = harness.dispatcher.requests
-    assert decoded.nas_ip_address is None
+    assert decoded.nas_port is None
     assert decoded.user_name == "alice"  # the first User-Name is the valid one
     assert harness.dropped_total() == 0
 
@@ -395,7 +270,7 @@ def test_accept_is_sent_at_once_with_the_outcome_attributes(harness):
     assert harness.sample("radiusd_access_responses_total", client="nas1", code="accept") == 1
     assert harness.sample("radiusd_access_requests_total", client="nas1") == 1
     assert harness.decisions("ok") == 1
-    assert harness.clock.getDelayedCalls() == []  # the plugin timeout was cancelled
+    assert harness.clock.getDelayedCalls() == []
 
 
 def test_challenge_is_sent_at_once_as_access_challenge(harness):
@@ -595,33 +470,38 @@ def test_failed_dispatch_gets_a_delayed_reject_when_configured(fail):
     assert harness.dropped_total() == 0
 
 
-def test_dispatch_that_never_answers_times_out_into_a_backend_error_drop(harness):
+def test_slow_work_stays_in_progress_until_it_ends_then_its_reply_is_cached(harness):
+    """No timeout forgets a request whose work still runs: every retransmission meanwhile is a
+    duplicate, never new work, and once the work ends the NAS's next retry gets the reply."""
     request = access_request()
     harness.receive(request.wire, NAS1)
-    harness.clock.advance(4.9)
+    for _ in range(3):
+        harness.clock.advance(5)
+        harness.receive(request.wire, NAS1)
+    assert harness.dropped("duplicate_in_progress") == 3
+    assert len(harness.dispatcher.requests) == 1
+    harness.answer(0, Accept())
+    harness.receive(request.wire, NAS1)
+    first, resent = (data for data, _ in harness.transport.written)
+    assert first == resent
+    assert verified(request, first).code == pyrad_packet.AccessAccept
+    assert len(harness.dispatcher.requests) == 1
+
+
+@pytest.mark.parametrize("why", ["overload", "expired", "late"])
+def test_abandoned_work_is_dropped_as_overload_and_a_retransmission_is_new_work(harness, why):
+    request = access_request()
+    harness.receive(request.wire, NAS1)
+    harness.answer(0, Abandoned(why))
+    harness.clock.advance(30)
+    assert harness.transport.written == []
+    assert harness.dropped("overload") == 1
     assert harness.decisions("backend_error") == 0
-    harness.clock.advance(0.2)
-    assert harness.decisions("backend_error") == 1
-    assert harness.dropped("backend_error") == 1
-    assert harness.sample("radiusd_backend_errors_total", backend="plugin") == 1
-    assert harness.transport.written == []
-    assert harness.dispatcher.pending[0].called  # cancelled
-    harness.dispatcher.pending[0].callback(Outcome(Accept()))  # a late answer is ignored
-    harness.clock.advance(10)
-    assert harness.transport.written == []
-    assert harness.sample("radiusd_requests_in_progress") == 0
-
-
-def test_dispatch_that_never_answers_times_out_into_a_reject_when_configured():
-    harness = Harness(on_backend_error="reject", plugin_timeout_seconds=2)
-    request = access_request()
+    assert sum(sample.value for family in harness.metrics.registry.collect() for sample in family.samples
+               if sample.name == "radiusd_auth_decisions_total") == 0
     harness.receive(request.wire, NAS1)
-    harness.clock.advance(1.9)
-    assert harness.transport.written == []
-    harness.clock.advance(0.2)
-    [(data, _)] = harness.transport.written
-    assert verified(request, data).code == pyrad_packet.AccessReject
-    assert harness.decisions("backend_error") == 1
+    assert len(harness.dispatcher.requests) == 2
+    assert harness.dropped("duplicate_in_progress") == 0
 
 
 # -- Status-Server -----------------------------------------------------------------------------

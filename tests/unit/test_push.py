@@ -19,27 +19,27 @@ from types import SimpleNamespace
 import pyotp
 import pytest
 from sqlalchemy import select
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock as ReactorClock
 
 import radiusd.service as service_module
-from radiusd.config import Config, PushSection
+from radiusd.config import Config
 from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, devices, otp_enrolments, push_requests, users
 from radiusd.decisions import Accept, Challenge, PushPending, Reason, Reject
-from radiusd.packets import AuthRequest
+from radiusd.admission import WorkQueue
+from radiusd.authentication import Authentication
+from radiusd.model import AuthRequest
 from radiusd.polling import poll
-from radiusd.protocol import Outcome
+from radiusd.plugins.push import PushSection
 from radiusd.services import Conflict, NotFound
 from radiusd.services.blocks import BlockService
 from radiusd.services.devices import ActivationRefused, DeviceService
+from radiusd.services.factory import Services
 from radiusd.services.otp import OtpService
 from radiusd.services.push import PushService, WebhookNotifier
-from radiusd.services.users import UserService
 from tests.support import write_seed_key
 from tests.unit.test_blocks import Clock as FakeClock
-from tests.unit.test_protocol import NAS1, Harness, access_request, status_server, verified
+from tests.fakes import NAS1, Harness, InlinePool, InlineReactor, access_request, status_server, verified
 
 T0 = 1_800_000_015.0  # 15 s into a TOTP step
 PASSWORD = "correct-horse-battery"
@@ -55,21 +55,24 @@ class World:
     def database(self) -> Database:
         return self.runtime.database
 
+    def services(self) -> Services:
+        """The runtime's services (on the world's clock), acting as "test"."""
+        return self.runtime.services.as_actor("test")
+
     def devices(self) -> DeviceService:
-        return DeviceService(self.database, self.runtime.seed_key, self.runtime.config.mfa, self.clock, actor="test")
+        return self.services().devices
 
     def pushes(self) -> PushService:
-        return PushService(self.database, self.clock, ttl_seconds=PUSH_TIMEOUT, metrics=self.runtime.metrics)
+        return self.services().pushes
 
     def blocks(self) -> BlockService:
-        return BlockService(self.database, self.runtime.config.lockout, self.clock, actor="test")
+        return self.services().blocks
 
     def otp(self) -> OtpService:
-        return OtpService(self.database, self.runtime.seed_key, self.runtime.config.mfa, self.clock, actor="test")
+        return self.services().otp
 
     def add_user(self, name: str, **fields) -> int:
-        UserService(self.database, self.runtime.hasher, self.runtime.dictionary, actor="test").create(
-            name, fields, password=PASSWORD, confirmation=PASSWORD)
+        self.services().users.create(name, fields, password=PASSWORD, confirmation=PASSWORD)
         with self.database.engine.connect() as conn:
             return conn.execute(select(users.c.id).where(users.c.username == name)).scalar()
 
@@ -117,7 +120,7 @@ def world(tmp_path, monkeypatch):
 
 def request(name: str, password: bytes | str = PASSWORD, *, mode: str = "append", state: bytes | None = None,
             nas: str = "nas1") -> AuthRequest:
-    return AuthRequest(nas=nas, mfa_mode=mode, source=("192.0.2.10", 1000), identifier=1, user_name=name,
+    return AuthRequest(nas=nas, mfa_mode=mode, user_name=name,
                        password=password.encode() if isinstance(password, str) else password, state=state,
                        auth_type="pap", calling_station_id="02-00-00-00-00-01", received_at=T0)
 
@@ -353,21 +356,6 @@ def test_a_held_decision_no_plugin_resolves_is_rejected_after_the_grace(world):
 
 # -- waiting without a thread -----------------------------------------------------------------------
 
-class InlinePool:
-    """A thread pool stand-in that runs the call at once (deferToThreadPool's contract)."""
-
-    def callInThreadWithCallback(self, on_result, function, *args, **kwargs):
-        try:
-            on_result(True, function(*args, **kwargs))
-        except Exception as error:  # pragma: no cover - not exercised
-            on_result(False, error)
-
-
-class InlineReactor(ReactorClock):
-    def callFromThread(self, function, *args, **kwargs):
-        function(*args, **kwargs)
-
-
 def test_poll_asks_at_once_then_on_timers_until_an_answer():
     reactor, answers = InlineReactor(), iter([None, None, "done"])
     calls = []
@@ -390,38 +378,41 @@ def test_poll_answers_expired_at_the_deadline_and_cancelling_stops_it():
     assert reactor.getDelayedCalls() == []
 
 
-def test_runtime_settle_polls_a_held_push_and_passes_other_outcomes_through(world):
+def test_authentication_holds_a_push_until_the_phone_decides_and_counts_the_final_decision_once(world):
     user_id = world.add_user("judy")
     world.activate("judy")
-    sent, pending = held(world, "judy")
     reactor = InlineReactor()
-    plain = Outcome(Reject(Reason.BAD_PASSWORD))
-    assert world.runtime.settle(reactor, InlinePool(), plain, sent) is plain
-    settled = world.runtime.settle(reactor, InlinePool(), Outcome(pending), sent)
+    queue = WorkQueue(reactor, InlinePool(), threads=1, limit=10, target_seconds=2, clock=world.clock)
+    authentication = Authentication(reactor, queue, world.runtime.pipeline, world.runtime.metrics)
+    decided = []
+    authentication.decide(request("judy")).addCallback(decided.append)
     reactor.advance(0.25)
-    assert not settled.called
+    assert decided == []  # held: no thread waits, a timer asks again
     [push] = world.pushes().pending_for(user_id)
     world.pushes().decide(push["push_id"], user_id=user_id, approve=True)
     reactor.advance(0.25)
-    assert isinstance(settled.result.decision, Accept)
+    assert isinstance(decided[0], Accept)
+    counted = world.runtime.metrics.registry.get_sample_value
+    assert counted("radiusd_auth_decisions_total", {"reason": "ok"}) == 1
+    assert counted("radiusd_auth_decisions_total", {"reason": "push_pending"}) is None
 
 
-def test_the_protocol_holds_a_push_past_the_plugin_timeout_and_answers_status_server_meanwhile():
-    harness = Harness(plugin_timeout_seconds=2, reject_delay_seconds=0)
-    held_reply = Deferred()
-    harness.protocol.settle = lambda outcome, request: held_reply if isinstance(outcome.decision, PushPending) \
-        else outcome
+def test_the_protocol_holds_a_push_and_answers_status_server_meanwhile():
+    harness = Harness(reject_delay_seconds=0)
+    phone = SimpleNamespace(decision=None)
+    harness.authentication.pipeline = SimpleNamespace(run=None, resume=lambda request, pending: phone.decision)
     login = access_request()
     harness.receive(login.wire, NAS1)
     harness.answer(0, PushPending("p1", 0.0, None))
-    harness.clock.advance(10)  # far past the plugin timeout: still held, no reply
+    harness.clock.advance(10)  # far past the request budget: still held, no reply
     assert harness.transport.written == []
     probe = status_server()
     harness.receive(probe.wire, NAS1)  # answered at once while the push is held
     assert verified(probe, harness.transport.written[0][0]).code == 2
     harness.receive(login.wire, NAS1)  # the NAS retransmits: a duplicate in progress, no second dispatch
     assert harness.dropped("duplicate_in_progress") == 1 and len(harness.dispatcher.requests) == 1
-    held_reply.callback(Outcome(Accept()))
+    phone.decision = Accept()
+    harness.clock.advance(0.25)
     assert len(harness.transport.written) == 2
     assert verified(login, harness.transport.written[1][0]).code == 2  # Access-Accept
     assert harness.decisions("ok") == 1 and harness.sample("radiusd_requests_in_progress") == 0

@@ -17,17 +17,18 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from pydantic import ValidationError
 
+from radiusd.bulkhead import Bulkheads
 from radiusd.challenges import ChallengeStore
-from radiusd.config import Config, SecuritySection, SmsSection
-from radiusd.crypto import PasswordHasher, SeedKey
+from radiusd.config import Config
+from radiusd.crypto import SeedKey
 from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.decisions import Challenge, Reason, Reject
-from radiusd.dictionary import RadiusDictionary
 from radiusd.errors import BackendError
 from radiusd.metrics import Metrics
-from radiusd.plugins.sms_otp import Plugin
-from radiusd.services.users import UserService, find_user, normalise_phone
+from radiusd.plugins.sms_otp import Plugin, SmsSection
+from radiusd.services.factory import Resources, Services
+from radiusd.services.users import find_user, normalise_phone
 from radiusd.sms import FileGateway, HttpGateway, make_gateway
 from tests.support import free_port
 
@@ -251,10 +252,11 @@ def test_concurrent_logins_cannot_exceed_the_per_user_send_limit(database_url, t
     database = Database(database_url, pool_size=8)
     try:
         migrate.upgrade(database)
-        UserService(database, PasswordHasher(SecuritySection()), RadiusDictionary()).create(
-            "bob", {"phone": "05554443322"})
-        context = SimpleNamespace(config=config, database=database, seed_key=SeedKey(os.urandom(32)),
-                                  challenges=ChallengeStore(database, time.time, Metrics()))
+        services = Services(Resources(config, database, seed_key=SeedKey(os.urandom(32))), actor="test")
+        services.users.create("bob", {"phone": "05554443322"})
+        context = SimpleNamespace(config=config, database=database, seed_key=services.resources.seed_key,
+                                  challenges=ChallengeStore(database, time.time, Metrics()), services=services,
+                                  bulkheads=Bulkheads(8))
         plugin = Plugin(context)
         user = find_user(database, "bob")
         request = SimpleNamespace(mfa_mode="challenge", nas="nas1")
@@ -279,8 +281,7 @@ def test_concurrent_logins_cannot_exceed_the_per_user_send_limit(database_url, t
         assert len(spool.read_text().splitlines()) == 2
 
         # a message the gateway could not send does not use up the allowance
-        UserService(database, PasswordHasher(SecuritySection()), RadiusDictionary()).create(
-            "carol", {"phone": "+905554443300"})
+        services.users.create("carol", {"phone": "+905554443300"})
         carol = find_user(database, "carol")
         broken = Plugin(SimpleNamespace(**{**vars(context), "config": Config.model_validate(
             {"sms": {"spool_path": str(tmp_path / "no-such-dir" / "sms.spool"), "max_per_window": 2}})}))
