@@ -50,10 +50,16 @@ class WorkQueue:
         """How long a job admitted now would take to finish: the queue ahead, then itself."""
         return (self.pending / self.threads + 1) * self.service_seconds
 
+    def too_late(self, deadline: float) -> bool:
+        """Whether the queue ahead is more than can be done within the target or the deadline.
+        Only asked when no worker is free: a free worker always takes the job, so a service time
+        measured during a stall (a few very slow jobs) can never stop admission altogether."""
+        expected = self.expected_seconds()
+        return expected > self.target_seconds or self.clock() + expected > deadline
+
     def submit(self, job: Callable, *args, deadline: float = float("inf")) -> Deferred:
         result: Deferred = Deferred()
-        expected = self.expected_seconds()
-        if self.pending >= self.limit or expected > self.target_seconds or self.clock() + expected > deadline:
+        if self.pending >= self.limit or (self.pending >= self.threads and self.too_late(deadline)):
             result.errback(Overloaded())
             return result
         self.pending += 1

@@ -223,8 +223,11 @@ class RadiusClient:
         self.sock.send(data)
 
     def receive(self, request, wire: bytes) -> pyrad_packet.Packet:
-        """Wait for the reply to ``request`` (sent as ``wire``) and verify it with pyrad."""
+        """Wait for the reply to ``request`` (sent as ``wire``) and verify it with pyrad. A reply
+        with another Identifier answers an earlier request late: skipped, as a NAS does."""
         data = self.sock.recv(4096)
+        while len(data) > 1 and data[1] != request.id:
+            data = self.sock.recv(4096)
         reply = request.CreateReply(packet=data)
         assert request.VerifyReply(reply, data), "Response Authenticator does not verify"
         assert reply.verify_message_authenticator(original_authenticator=request.authenticator,

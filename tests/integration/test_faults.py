@@ -26,7 +26,7 @@ from tests.support import BIN, RadiusClient, ServerProcess, add_users, wait_for
 PASSWORD = "correct-horse-battery"
 ACCEPT = pyrad_packet.AccessAccept
 HEALTH_TIMEOUT = 1
-FAST = {"ops": {"health_timeout_seconds": HEALTH_TIMEOUT}, "server": {"plugin_timeout_seconds": 2}}
+FAST = {"ops": {"health_timeout_seconds": HEALTH_TIMEOUT}, "server": {"request_budget_seconds": 2}}
 FOLLOWS_WITHIN = 6  # seconds: a probe's timeout, the 2 s check interval, and room for a busy machine
 
 

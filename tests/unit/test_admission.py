@@ -99,6 +99,20 @@ def test_a_job_that_cannot_finish_before_its_own_deadline_is_refused():
     assert isinstance(late[0], Overloaded)
 
 
+def test_a_free_worker_always_takes_a_job_even_after_a_stall_inflated_the_service_time():
+    """Jobs stuck for 30 s during a database outage must not stop admission once it heals."""
+    pool, clock = HeldPool(), Clock()
+    work = queue(pool, clock, threads=2, target_seconds=1.0)
+    work.service_seconds = 30.0
+    first, second = outcomes(work.submit(lambda: 1)), outcomes(work.submit(lambda: 2))
+    third = outcomes(work.submit(lambda: 3))
+    assert isinstance(third[0], Overloaded) and len(pool.jobs) == 2
+    pool.run_next()
+    assert first == [1] and outcomes(work.submit(lambda: 4)) == []  # a worker is free again
+    pool.run_next(), pool.run_next()
+    assert second == [2]
+
+
 def test_the_service_time_is_a_moving_average_of_what_jobs_took(monkeypatch):
     import radiusd.admission as admission
 
