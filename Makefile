@@ -21,9 +21,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# BENCH_PARTS picks the parts (e.g. `make bench BENCH_PARTS=overload OVERLOAD_ARGS="--overload-duration 5"`).
+BENCH_PARTS ?= throughput overload import
+
 bench: $(STAMP)
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
-	$(BIN)/python bench/import_bench.py $(IMPORT_BENCH_ARGS)
+	$(if $(filter throughput,$(BENCH_PARTS)),$(BIN)/python bench/run.py $(BENCH_ARGS))
+	$(if $(filter overload,$(BENCH_PARTS)),$(BIN)/python bench/overload.py $(OVERLOAD_ARGS))
+	$(if $(filter import,$(BENCH_PARTS)),$(BIN)/python bench/import_bench.py $(IMPORT_BENCH_ARGS))
 
 clean:
 	rm -rf $(VENV) var *.egg-info

@@ -10,7 +10,8 @@ every reply before counting it:
 * the reply's Message-Authenticator when it carries one (RFC 3579 §3.2: HMAC-MD5 over the
   reply with the Request Authenticator in the header and the attribute's value zeroed);
   ``--require-reply-ma`` also counts a reply without one as an error,
-* the code: Access-Accept, or Access-Reject for ``--expect reject``.
+* the code: Access-Accept, Access-Reject for ``--expect reject``, either for ``--expect any``
+  (a users file mixing right and wrong passwords; accepts and rejects are counted apart).
 
 Requests are either Status-Server (RFC 5997; ``--kind status``) or password-only
 Access-Requests (``--kind pap``), both with the Message-Authenticator as the first attribute
@@ -18,9 +19,20 @@ Access-Requests (``--kind pap``), both with the Message-Authenticator as the fir
 carries a fresh random Request Authenticator, so a server's RFC 5080 duplicate cache cannot
 answer it from a previous run unless the ring wraps (reported as ``ring_wraps``).
 
+Two ways to send:
+
+* closed loop (the default): at most ``--window`` requests in flight; a reply frees a slot for
+  the next request, so the rate follows the server.
+* open loop (``--rate R``): request n is sent at start + n/R whatever the replies, like a
+  population of NASes. Each request waits ``--timeout`` seconds for its reply (a NAS's retry
+  interval; no retransmission is sent) and then counts as a timeout; a reply that comes later
+  is counted as ``late``, not as answered. Enough sockets are opened that no (socket,
+  Identifier) pair is reused within the timeout. The report adds the goodput (answered
+  requests per second of the schedule) and the generator's lag behind its schedule.
+
 The run stops sending after ``--duration`` seconds or ``--count`` requests, whichever comes
 first, then waits at most ``--timeout`` for the replies still due. It prints req/s, latency
-percentiles, timeouts and errors, then one JSON line. With ``--server-pid`` it also samples
+percentiles (of answered requests), timeouts and errors, then one JSON line. With ``--server-pid`` it also samples
 that process's CPU time (all threads, plus its child processes) from /proc right before the
 first request and right after the last reply, and reports server CPU µs per reply.
 
@@ -29,6 +41,7 @@ Examples:
   load.py --port 18120 --kind pap --users user0000:pw-0-bench-pass,user0001:pw-1-bench-pass \
           --window 16 --sockets 4 --timeout 15 --duration 5
   load.py --port 18120 --kind pap --users-file users.txt --expect reject --count 500
+  load.py --port 18120 --kind pap --users-file mixed.txt --expect any --rate 150 --timeout 5 --duration 30
 
 Exit code: 0 when something was answered and nothing failed a check, 1 otherwise, 2 on a
 usage error.
@@ -68,6 +81,8 @@ ZERO16 = bytes(16)
 MAX_DURATION = 600.0          # one run never sends for longer than this
 MAX_TIMEOUT = 60.0            # nor waits longer than this for late replies
 MAX_PREBUILT = 2_000_000      # packets held in memory
+MAX_SOCKETS = 512             # open loop: sockets needed = rate x (timeout + 1) / 256
+LATE_SEARCH = 64              # earlier requests with the same Identifier a late reply is matched to
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -230,7 +245,9 @@ def percentile(ordered, p: float):
 
 def run(args, users) -> dict:
     secret = args.secret.encode()
-    expected = ACCESS_REJECT if args.expect == "reject" else ACCESS_ACCEPT
+    valid = {"accept": (ACCESS_ACCEPT,), "reject": (ACCESS_REJECT,),
+             "any": (ACCESS_ACCEPT, ACCESS_REJECT)}[args.expect]
+    open_loop = args.rate > 0
     started_build = time.perf_counter()
     rings = build_rings(args, users, secret)
     build_seconds = time.perf_counter() - started_build
@@ -249,14 +266,20 @@ def run(args, users) -> dict:
 
     nsock = len(socks)
     in_flight = [array("l", [-1]) * 256 for _ in range(nsock)]      # packet index per id
+    last_sent = [array("l", [-1]) * 256 for _ in range(nsock)]      # newest packet sent per id
     sent_at = [array("d", [0.0]) * 256 for _ in range(nsock)]
     outstanding = [0] * nsock
     next_packet = [0] * nsock
     latencies = array("d")
-    counts = dict(sent=0, accept=0, reject=0, challenge=0, other=0, timeout=0, unexpected=0,
+    lags = array("d")                                                # open loop: send time - due time
+    counts = dict(sent=0, accept=0, reject=0, challenge=0, other=0, timeout=0, late=0, unexpected=0,
                   bad_authenticator=0, bad_message_authenticator=0, missing_message_authenticator=0,
-                  malformed=0, stray=0, send_errors=0, reply_ma=0, ring_wraps=0)
+                  malformed=0, stray=0, send_errors=0, skipped=0, reply_ma=0, ring_wraps=0)
     limit = args.count or (1 << 62)
+    if open_loop:
+        limit = min(limit, math.ceil(args.rate * args.duration))
+        interval = 1.0 / args.rate
+    scheduled = 0                                                    # open loop: requests due so far
     perf = time.perf_counter
     md5 = hashlib.md5
     hdigest = hmac.digest
@@ -265,32 +288,67 @@ def run(args, users) -> dict:
     timeout = args.timeout
     sending = True
 
+    def send(i: int) -> bool:
+        """Send socket i's next packet; False if its Identifier still waits for a reply, the
+        socket buffer is full, or the send failed (counted)."""
+        k = next_packet[i]
+        identifier = k & 255
+        if in_flight[i][identifier] >= 0:     # that id is still waiting for a (late) reply
+            return False
+        try:
+            socks[i].send(rings[i].packets[k])
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            counts["send_errors"] += 1
+            return False
+        in_flight[i][identifier] = k
+        last_sent[i][identifier] = k
+        sent_at[i][identifier] = perf()
+        outstanding[i] += 1
+        counts["sent"] += 1
+        k += 1
+        if k == rings[i].size:
+            k = 0
+            counts["ring_wraps"] += 1
+        next_packet[i] = k
+        return True
+
     def fill(i: int) -> None:
-        if not sending:
-            return
-        sock, ring, slots, stamps = socks[i], rings[i], in_flight[i], sent_at[i]
-        packets = ring.packets
-        while outstanding[i] < windows[i] and counts["sent"] < limit:
-            k = next_packet[i]
-            identifier = k & 255
-            if slots[identifier] >= 0:     # that id is still waiting for a (late) reply
+        """Closed loop: top socket i up to its window."""
+        while sending and outstanding[i] < windows[i] and counts["sent"] < limit and send(i):
+            pass
+
+    def send_due() -> None:
+        """Open loop: send every request whose time has come, round robin over the sockets;
+        one that cannot be sent is skipped (counted), the schedule never waits."""
+        nonlocal scheduled
+        while scheduled < limit:
+            due = t_start + scheduled * interval
+            if due > perf():
                 return
-            try:
-                sock.send(packets[k])
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                counts["send_errors"] += 1
-                return
-            slots[identifier] = k
-            stamps[identifier] = perf()
-            outstanding[i] += 1
-            counts["sent"] += 1
-            k += 1
-            if k == ring.size:
-                k = 0
-                counts["ring_wraps"] += 1
-            next_packet[i] = k
+            failed_before = counts["send_errors"]
+            if send(scheduled % nsock):
+                lags.append(perf() - due)
+            elif counts["send_errors"] == failed_before:
+                counts["skipped"] += 1
+            scheduled += 1
+
+    def verifies(data: bytes, length: int, request_authenticator: bytes) -> bool:
+        return md5(data[:4] + request_authenticator + data[20:length] + secret).digest() == data[4:20]
+
+    def late_reply(i: int, identifier: int, data: bytes, length: int, in_flight_k: int) -> bool:
+        """Whether data answers an earlier request with this Identifier on socket i, one that
+        already counted as a timeout."""
+        authenticators = rings[i].authenticators
+        k = last_sent[i][identifier]
+        for _ in range(LATE_SEARCH):
+            if k < 0:
+                return False
+            if k != in_flight_k and verifies(data, length, authenticators[k]):
+                return True
+            k -= 256
+        return False
 
     def receive(i: int) -> None:
         nonlocal last_reply
@@ -308,18 +366,27 @@ def run(args, users) -> dict:
             if len(data) < 20:
                 counts["malformed"] += 1
                 continue
-            k = slots[data[1]]
-            if k < 0:
-                counts["stray"] += 1
-                continue
             length = (data[2] << 8) | data[3]
             if length < 20 or length > len(data):
                 counts["malformed"] += 1
                 continue
-            request_authenticator = authenticators[k]
-            if md5(data[:4] + request_authenticator + data[20:length] + secret).digest() != data[4:20]:
-                counts["bad_authenticator"] += 1     # not ours: leave the slot to time out
+            identifier = data[1]
+            k = slots[identifier]
+            if k < 0 or not verifies(data, length, authenticators[k]):
+                if late_reply(i, identifier, data, length, k):
+                    counts["late"] += 1
+                elif k < 0:
+                    counts["stray"] += 1
+                else:
+                    counts["bad_authenticator"] += 1     # not ours: leave the slot to time out
                 continue
+            if now - stamps[identifier] > timeout:      # the NAS has given up: not an answer
+                slots[identifier] = -1
+                outstanding[i] -= 1
+                counts["timeout"] += 1
+                counts["late"] += 1
+                continue
+            request_authenticator = authenticators[k]
             if length > 21 and data[20] == MESSAGE_AUTHENTICATOR and data[21] == 18:
                 at = 22                              # radiusd puts it first
             else:
@@ -335,17 +402,18 @@ def run(args, users) -> dict:
                     continue
             elif require_ma:
                 counts["missing_message_authenticator"] += 1
-            latencies.append(now - stamps[data[1]])
+            latencies.append(now - stamps[identifier])
             last_reply = now
-            slots[data[1]] = -1
+            slots[identifier] = -1
             outstanding[i] -= 1
             code = data[0]
             counts[CODE_NAMES.get(code, "other")] += 1
-            if code != expected:
+            if code not in valid:
                 counts["unexpected"] += 1
 
     server_cpu_start = process_cpu_seconds(args.server_pid) if args.server_pid else None
     cpu_start = time.process_time()
+    started_unix = time.time()
     t_start = perf()
     last_reply = t_start
     stop_sending_at = t_start + args.duration
@@ -357,21 +425,34 @@ def run(args, users) -> dict:
     for i, sock in enumerate(socks):
         poller.register(sock.fileno(), select.EPOLLIN)
         by_fd[sock.fileno()] = i
-    for i in range(nsock):
-        fill(i)
+    if open_loop:
+        send_due()
+    else:
+        for i in range(nsock):
+            fill(i)
     t_stop_send = None
     while True:
         now = perf()
-        if sending and (counts["sent"] >= limit or now >= stop_sending_at):
+        if open_loop:
+            all_sent = scheduled >= limit
+        else:
+            all_sent = counts["sent"] >= limit or now >= stop_sending_at
+        if sending and all_sent:
             sending = False
             t_stop_send = now
             give_up_at = now + timeout
         if not sending and (not any(outstanding) or now >= give_up_at):
             break
-        for fd, _event in poller.poll(0.05):
+        wait = 0.05
+        if open_loop and sending:
+            wait = min(wait, max(0.0, t_start + scheduled * interval - now))
+        for fd, _event in poller.poll(wait):
             i = by_fd[fd]
             receive(i)
-            fill(i)
+            if not open_loop:
+                fill(i)
+        if open_loop and sending:
+            send_due()
         now = perf()
         if now >= next_scan:            # expire requests that waited longer than --timeout
             next_scan = now + scan_every
@@ -384,7 +465,8 @@ def run(args, users) -> dict:
                         slots[identifier] = -1
                         outstanding[i] -= 1
                         counts["timeout"] += 1
-                fill(i)
+                if not open_loop:
+                    fill(i)
     t_end = perf()
     cpu_seconds = time.process_time() - cpu_start
     server_cpu_end = process_cpu_seconds(args.server_pid) if args.server_pid else None
@@ -396,23 +478,33 @@ def run(args, users) -> dict:
     answered = len(latencies)
     # The rate counts the time from the first request to the last reply: a closed loop drains
     # within one window, and a request that times out does not stretch the interval.
+    # In an open loop that is the goodput: what the server answered in time per second, however
+    # much more was offered, and not inflated by replies that drain after the last request.
     elapsed = max(1e-9, last_reply - t_start)
+    rps = round(answered / elapsed, 1) if answered else 0.0
     ordered = sorted(latencies)
     errors = (counts["unexpected"] + counts["bad_authenticator"] + counts["bad_message_authenticator"]
-              + counts["missing_message_authenticator"] + counts["malformed"] + counts["send_errors"])
+              + counts["missing_message_authenticator"] + counts["malformed"] + counts["send_errors"]
+              + counts["skipped"])
     result = dict(
         label=args.label, kind=args.kind, expect=args.expect, host=args.host, port=args.port,
-        sockets=nsock, window=sum(windows), packets_built=sum(r.size for r in rings),
+        mode="open" if open_loop else "closed", rate=args.rate if open_loop else None,
+        started_unix=round(started_unix, 3),
+        sockets=nsock, window=None if open_loop else sum(windows), timeout_s=timeout,
+        packets_built=sum(r.size for r in rings),
         build_s=round(build_seconds, 3), **counts, answered=answered, errors=errors,
         send_s=round((t_stop_send or t_end) - t_start, 3), elapsed_s=round(elapsed, 3),
-        wall_s=round(t_end - t_start, 3),
-        rps=round(answered / elapsed, 1) if answered else 0.0,
+        wall_s=round(t_end - t_start, 3), rps=rps,
         p50_ms=_ms(percentile(ordered, 50)), p90_ms=_ms(percentile(ordered, 90)),
         p99_ms=_ms(percentile(ordered, 99)), max_ms=_ms(ordered[-1] if ordered else None),
         gen_cpu_s=round(cpu_seconds, 3),
         gen_cpu_pct=round(100.0 * cpu_seconds / (t_end - t_start), 1),
         gen_us_per_req=round(1e6 * cpu_seconds / answered, 1) if answered else None,
     )
+    if open_loop:
+        ordered_lags = sorted(lags)
+        result.update(send_lag_p99_ms=_ms(percentile(ordered_lags, 99)),
+                      send_lag_max_ms=_ms(ordered_lags[-1] if ordered_lags else None))
     if server_cpu_start is not None and server_cpu_end is not None:
         server_cpu = server_cpu_end - server_cpu_start
         result.update(server_pid=args.server_pid, server_cpu_s=round(server_cpu, 3),
@@ -461,12 +553,22 @@ def check_args(parser, args) -> None:
         parser.error(f"--timeout must be in (0, {MAX_TIMEOUT:g}]")
     if args.count < 0 or args.window < 1 or args.sockets < 1:
         parser.error("--count must be >= 0, --window and --sockets >= 1")
-    args.sockets = min(args.sockets, args.window)
-    if args.window > 255 * args.sockets:
-        parser.error("--window may be at most 255 per socket")
+    if args.rate < 0:
+        parser.error("--rate must be > 0 (open loop) or 0 (closed loop)")
+    if args.rate:
+        # No (socket, Identifier) pair is reused before its request has timed out, and more.
+        args.sockets = max(args.sockets, math.ceil(args.rate * (args.timeout + 1) / 256))
+        if args.sockets > MAX_SOCKETS:
+            parser.error(f"--rate x (--timeout + 1) needs more than {MAX_SOCKETS} sockets")
+    else:
+        args.sockets = min(args.sockets, args.window)
+        if args.window > 255 * args.sockets:
+            parser.error("--window may be at most 255 per socket")
     if args.kind == "status" and args.expect == "reject":
         parser.error("Status-Server is answered with Access-Accept: --expect reject needs --kind pap")
-    if args.prebuild is None:
+    if args.prebuild is None and args.rate:
+        args.prebuild = min(MAX_PREBUILT, math.ceil(args.rate * args.duration))
+    elif args.prebuild is None:
         # Status-Server: enough that no packet is sent twice within a run of a fast server.
         args.prebuild = min(MAX_PREBUILT, int(100_000 * args.duration)) if args.kind == "status" else 4096
 
@@ -479,20 +581,27 @@ def main(argv=None) -> int:
     parser.add_argument("--nas-ip", default="127.0.0.1", help="NAS-IP-Address sent (%(default)s)")
     parser.add_argument("--kind", choices=("status", "pap"), default="status",
                         help="Status-Server or password-only Access-Request (%(default)s)")
-    parser.add_argument("--expect", choices=("accept", "reject"), default="accept",
-                        help="expected reply code; reject sends each password with '-wrong' appended")
+    parser.add_argument("--expect", choices=("accept", "reject", "any"), default="accept",
+                        help="expected reply code; reject sends each password with '-wrong' appended; "
+                             "any takes Access-Accept or Access-Reject (a users file of right and wrong "
+                             "passwords)")
     users = parser.add_mutually_exclusive_group()
     users.add_argument("--users", default="", help="NAME:PASSWORD,... for --kind pap")
     users.add_argument("--users-file", help="file of NAME:PASSWORD lines for --kind pap")
     parser.add_argument("--duration", type=float, default=0.0,
                         help="stop sending after this many seconds (default 5 unless --count)")
     parser.add_argument("--count", type=int, default=0, help="stop sending after this many requests")
-    parser.add_argument("--window", type=int, default=64, help="requests in flight at most (%(default)s)")
-    parser.add_argument("--sockets", type=int, default=8, help="UDP sockets (%(default)s)")
+    parser.add_argument("--window", type=int, default=64, help="closed loop: requests in flight at most "
+                        "(%(default)s)")
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: send this many requests per "
+                        "second on a fixed schedule, whatever the replies (default: closed loop)")
+    parser.add_argument("--sockets", type=int, default=8, help="UDP sockets (%(default)s; with --rate at "
+                        "least rate x (timeout + 1) / 256)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds before a request "
-                        "counts as timed out (%(default)s)")
+                        "counts as timed out, like a NAS's retry interval (%(default)s)")
     parser.add_argument("--prebuild", type=int, default=None, help="packets to build up front for "
-                        "--duration runs (default: 100,000 per second of --duration for status, 4,096 for pap)")
+                        "--duration runs (default: 100,000 per second of --duration for status, 4,096 for pap; "
+                        "with --rate, rate x duration)")
     parser.add_argument("--require-reply-ma", action="store_true",
                         help="count a reply without Message-Authenticator as an error")
     parser.add_argument("--server-pid", type=int, default=0,
@@ -507,16 +616,22 @@ def main(argv=None) -> int:
 
     result = run(args, user_list)
     if not args.quiet:
+        loop = (f"open loop at {args.rate:g}/s" if args.rate else f"window {result['window']}")
         print(f"load.py: {args.kind} ({args.expect}) to {args.host}:{args.port}, {result['sockets']} sockets, "
-              f"window {result['window']}, {result['packets_built']} packets built in {result['build_s']} s")
+              f"{loop}, timeout {args.timeout:g} s, {result['packets_built']} packets built in {result['build_s']} s")
         print(f"sent {result['sent']}  answered {result['answered']}  accept {result['accept']}  "
               f"reject {result['reject']}  other {result['other'] + result['challenge']}  "
-              f"timeouts {result['timeout']}  errors {result['errors']} (unexpected {result['unexpected']}, "
+              f"timeouts {result['timeout']} (late replies {result['late']})  errors {result['errors']} "
+              f"(unexpected {result['unexpected']}, "
               f"bad authenticator {result['bad_authenticator']}, bad MA {result['bad_message_authenticator']}, "
               f"missing MA {result['missing_message_authenticator']}, malformed {result['malformed']}, "
-              f"send errors {result['send_errors']})  replies with MA {result['reply_ma']}")
+              f"send errors {result['send_errors']}, skipped {result['skipped']})  "
+              f"replies with MA {result['reply_ma']}")
         print(f"{result['rps']:.1f} requests/s over {result['elapsed_s']} s   latency p50 {result['p50_ms']} ms  "
               f"p90 {result['p90_ms']} ms  p99 {result['p99_ms']} ms  max {result['max_ms']} ms")
+        if args.rate:
+            print(f"goodput {result['rps']:.1f} answered/s of {args.rate:g}/s offered for {result['send_s']} s   "
+                  f"schedule lag p99 {result['send_lag_p99_ms']} ms  max {result['send_lag_max_ms']} ms")
         line = f"generator CPU {result['gen_cpu_pct']}% ({result['gen_us_per_req']} us/request)"
         if "server_cpu_s" in result:
             line += (f"   server CPU {result['server_cpu_pct']}% ({result['server_us_per_req']} us/request, "
