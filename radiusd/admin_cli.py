@@ -215,8 +215,15 @@ def nas_add(admin, name, address, secret_stdin, generate_secret, mfa_mode, coa_p
 @click.pass_obj
 @operation
 def nas_list(admin):
-    """List NAS devices from the configuration file and the database."""
-    admin.emit(admin.services.nas.list(), ["name", "address", "mfa_mode", "coa_port", "origin"])
+    """List NAS devices from the configuration file and the database, each with whether its
+    latest Access-Request carried Message-Authenticator (yes, no, or unseen; the server
+    records it once a minute)."""
+    from radiusd.nas_activity import message_authenticator_seen
+
+    seen = message_authenticator_seen(admin.database)
+    unseen = {"message_authenticator": "unseen", "with_at": None, "without_at": None}
+    admin.emit([{**entry, **seen.get(entry["name"], unseen)} for entry in admin.services.nas.list()],
+               ["name", "address", "mfa_mode", "coa_port", "origin", "message_authenticator"])
 
 
 @nas.command("remove")

@@ -66,6 +66,47 @@ def start_logging(fmt: str = "json", level: str = "info", stream=None) -> None:
                                      redirectStandardIO=False)
 
 
+class Throttle:
+    """Lets the first event of each key through, then at most one per ``interval_seconds``,
+    counting the ones held back in between; the next one let through carries that count.
+
+    Keys are things like (source, reason) or an exception type. A flood of distinct keys
+    (spoofed source addresses) is bounded: past ``max_keys``, keys whose interval has passed
+    are forgotten (losing their held-back counts), and if none has, the new key shares one
+    overflow key. Safe to call from any thread."""
+
+    OVERFLOW = ("overflow",)
+
+    def __init__(self, *, interval_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 1024):
+        self.interval_seconds = interval_seconds
+        self.clock = clock
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._shown_at: dict = {}  # key → when an event of it was last let through
+        self._held_back: dict = {}
+
+    def admit(self, key) -> int | None:
+        """None: hold this event back. Else let it through: the number held back since the last."""
+        now = self.clock()
+        with self._lock:
+            if key not in self._shown_at and len(self._shown_at) >= self.max_keys:
+                self._forget_before(now - self.interval_seconds)
+                if len(self._shown_at) >= self.max_keys:
+                    key = self.OVERFLOW
+            shown_at = self._shown_at.get(key)
+            if shown_at is not None and now - shown_at < self.interval_seconds:
+                self._held_back[key] = self._held_back.get(key, 0) + 1
+                return None
+            self._shown_at[key] = now
+            return self._held_back.pop(key, 0)
+
+    def _forget_before(self, moment: float) -> None:
+        for key in [key for key, shown_at in self._shown_at.items() if shown_at <= moment]:
+            del self._shown_at[key]
+            self._held_back.pop(key, None)
+
+
 class FailureLog:
     """Failed requests, logged quietly: one line each with the exception's type, and its
     traceback at most once per exception type per ``interval_seconds``.
@@ -78,11 +119,7 @@ class FailureLog:
     def __init__(self, log: Logger, *, interval_seconds: float = 60.0,
                  clock: Callable[[], float] = time.monotonic):
         self.log = log
-        self.interval_seconds = interval_seconds
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._shown_at: dict[str, float] = {}  # exception type → when its traceback was last logged
-        self._left_out: dict[str, int] = {}
+        self.tracebacks = Throttle(interval_seconds=interval_seconds, clock=clock)
 
     def failure(self, format: str, failure: Failure | None = None, **fields) -> None:
         """Log ``format`` (a constant, with ``fields``) and the failure's type as ``{error}``;
@@ -90,17 +127,8 @@ class FailureLog:
         if failure is None:
             failure = Failure()
         error = type(failure.value).__name__
-        kind = f"{type(failure.value).__module__}.{type(failure.value).__qualname__}"
-        now = self.clock()
-        with self._lock:
-            shown_at = self._shown_at.get(kind)
-            show = shown_at is None or now - shown_at >= self.interval_seconds
-            if show:
-                self._shown_at[kind] = now
-                left_out = self._left_out.pop(kind, 0)
-            else:
-                self._left_out[kind] = self._left_out.get(kind, 0) + 1
-        if show:
+        left_out = self.tracebacks.admit(f"{type(failure.value).__module__}.{type(failure.value).__qualname__}")
+        if left_out is not None:
             self.log.failure(format + ": {error} (traceback; {tracebacks_left_out} of this type left out since the last)",
                              failure=failure, error=error, tracebacks_left_out=left_out, **fields)
         else:

@@ -25,7 +25,8 @@ class Metrics:
         self.access_responses = Counter(
             "radiusd_access_responses", "Access replies sent", ["client", "code"], registry=r)
         self.dropped_packets = Counter(
-            "radiusd_dropped_packets", "Packets dropped without a reply", ["reason"], registry=r)
+            "radiusd_dropped_packets", "Packets dropped without a reply", ["reason", "client"],
+            registry=r)  # client: the NAS name, or "unknown" for an address no NAS entry covers
         self.duplicate_requests = Counter(
             "radiusd_duplicate_requests", "Retransmissions answered from the reply cache", ["client"],
             registry=r)

@@ -11,6 +11,12 @@ are signed here and cached for retransmissions.
 earlier than ``reject_delay_seconds`` after receipt (a reactor timer). ``AccountingProtocol``
 (the accounting port) answers an Accounting-Request only once it is recorded.
 
+Every drop is counted by reason and client (the NAS name, ``unknown`` for an unknown source)
+and logged as a warning naming the NAS or the source address, the reason and the packet code,
+in FreeRADIUS's words where it has them ("... with invalid Message-Authenticator! (Shared
+secret is incorrect.)"): the first per (source address, reason), then at most one a minute
+saying how many were suppressed, so a flood costs no more than a line a minute per source.
+
 A request stays in the duplicate cache as "in progress" until its work really ends, however
 long that takes: a retransmission is never new work while the first copy is queued or running.
 """
@@ -31,9 +37,10 @@ from radiusd.config import ServerSection
 from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, Decision
 from radiusd.dedupe import IN_PROGRESS, DuplicateCache
 from radiusd.errors import backend_of
-from radiusd.logs import FailureLog
+from radiusd.logs import FailureLog, Throttle
 from radiusd.metrics import Metrics
 from radiusd.model import Nas
+from radiusd.nas_activity import MessageAuthenticatorSightings
 from radiusd.packets import (
     ZERO_AUTHENTICATOR,
     Attr,
@@ -53,6 +60,34 @@ failures = FailureLog(log)
 REPLY_CODES = {Accept: Code.ACCESS_ACCEPT, Challenge: Code.ACCESS_CHALLENGE}
 CODE_LABELS = {Code.ACCESS_ACCEPT: "accept", Code.ACCESS_REJECT: "reject", Code.ACCESS_CHALLENGE: "challenge"}
 RECORDED_STATUS_TYPES = frozenset(STATUS_TYPES.values())
+UNKNOWN_CLIENT = "unknown"  # the client label of a drop from an address no NAS entry covers
+
+# Each drop reason's log line; {client}, {source}, {code} and {reason} are always given.
+DROP_MESSAGES = {
+    "unknown_client": "Ignoring {code} from unknown client {source}: no NAS entry covers this address ({reason})",
+    "malformed": "Dropped a malformed {code} from client {client} ({source}) ({reason})",
+    "unknown_code": "Dropped {code} from client {client} ({source}): this port does not answer it ({reason})",
+    "missing_message_authenticator": "Received {code} from client {client} ({source}) without Message-Authenticator: "
+                                     "the NAS entry requires one (require_message_authenticator), or the packet "
+                                     "carries Proxy-State or is a Status-Server ({reason})",
+    "bad_authenticator": "Received packet from {source} with invalid Message-Authenticator! (Shared secret is "
+                         "incorrect.) client {client}, {code} ({reason})",
+    "duplicate_in_progress": "Dropped a retransmitted {code} from client {client} ({source}): the first copy is "
+                             "still being processed ({reason})",
+    "overload": "Dropped {code} from client {client} ({source}): the server is overloaded, or the request "
+                "could not be answered within request_budget_seconds ({reason})",
+    "backend_error": "Dropped {code} from client {client} ({source}): a backend failed or the server is not "
+                     "ready, on_backend_error = drop ({reason})",
+}
+SUPPRESSED = " ({suppressed} more like this suppressed since the last)"
+
+
+def code_name(code: int | None) -> str:
+    """"Access-Request" for 1, as RADIUS texts spell codes."""
+    try:
+        return Code(code).name.title().replace("_", "-")
+    except ValueError:
+        return f"packet code {code}"
 
 
 class Dropped(Exception):
@@ -72,6 +107,7 @@ class RadiusProtocol(DatagramProtocol):
 
     accepted_codes: tuple[int, ...] = ()
     status_reply_code: int = Code.ACCESS_ACCEPT
+    drop_messages = DROP_MESSAGES
     noisy = False
 
     def __init__(self, *, registry: NasRegistry, dedupe: DuplicateCache, metrics: Metrics,
@@ -84,23 +120,36 @@ class RadiusProtocol(DatagramProtocol):
         self.clock = clock
         self.dispatch = dispatch
         self.ready = ready
+        self.drop_log = Throttle(clock=clock.seconds)
         self._in_flight: set[Deferred] = set()
 
     # -- receiving ---------------------------------------------------------------------------
 
     def datagramReceived(self, data: bytes, addr) -> None:
+        nas = None
         try:
-            self._receive(data, addr)
+            received_at = self.clock.seconds()
+            host = normalise_address(addr[0])
+            nas = self.registry.find(host)
+            self._receive(data, addr, host, nas, received_at)
         except Dropped as drop:
-            self.metrics.child(self.metrics.dropped_packets, drop.reason).inc()
+            self._dropped(drop.reason, nas, addr, data[0] if data else None)
         except Exception:  # the transport never raises: anything unexpected is a drop
             failures.failure("unexpected error handling a datagram")
-            self.metrics.child(self.metrics.dropped_packets, "malformed").inc()
+            self._dropped("malformed", nas, addr, data[0] if data else None)
 
-    def _receive(self, data: bytes, addr) -> None:
-        received_at = self.clock.seconds()
-        host = normalise_address(addr[0])
-        nas = self.registry.find(host)
+    def _dropped(self, reason: str, nas: Nas | None, addr, code: int | None) -> None:
+        """Count a drop and log it, at most a line a minute per (source address, reason)."""
+        client = nas.name if nas is not None else UNKNOWN_CLIENT
+        self.metrics.child(self.metrics.dropped_packets, reason, client).inc()
+        suppressed = self.drop_log.admit((addr[0], reason))
+        if suppressed is None:
+            return
+        message = self.drop_messages.get(reason, "Dropped {code} from client {client} ({source}) ({reason})")
+        log.warn(message + SUPPRESSED if suppressed else message, client=client, source=addr[0], reason=reason,
+                 code=code_name(code), suppressed=suppressed)
+
+    def _receive(self, data: bytes, addr, host: str, nas: Nas | None, received_at: float) -> None:
         if nas is None:
             raise Dropped("unknown_client")
         try:
@@ -149,8 +198,8 @@ class RadiusProtocol(DatagramProtocol):
         self.metrics.requests_in_progress.inc()
         done = maybeDeferred(self.dispatch, request)
         done.addCallbacks(self._reply, self._recover, callbackArgs=(frame, nas, key, addr, received_at),
-                          errbackArgs=(key,))
-        done.addErrback(self._reply_failed, key)
+                          errbackArgs=(frame, nas, key, addr))
+        done.addErrback(self._reply_failed, frame, nas, key, addr)
         done.addBoth(self._finished, done)
         if not done.called:
             self._in_flight.add(done)
@@ -158,18 +207,18 @@ class RadiusProtocol(DatagramProtocol):
     def _reply(self, result, frame: Frame, nas: Nas, key, addr, received_at: float):
         raise NotImplementedError
 
-    def _recover(self, failure, key) -> None:
+    def _recover(self, failure, frame: Frame, nas: Nas, key, addr) -> None:
         """The dispatcher failed (the accounting port's recorder); the auth port's never does."""
         raise NotImplementedError
 
-    def _drop_unanswered(self, key, reason: str = "backend_error") -> None:
+    def _drop_unanswered(self, frame: Frame, nas: Nas, key, addr, reason: str = "backend_error") -> None:
         """No reply: counted, and a retransmission is processed afresh."""
-        self.metrics.child(self.metrics.dropped_packets, reason).inc()
+        self._dropped(reason, nas, addr, frame.code)
         self.dedupe.forget(key)
 
-    def _reply_failed(self, failure, key) -> None:
+    def _reply_failed(self, failure, frame: Frame, nas: Nas, key, addr) -> None:
         log.failure("could not send a reply", failure=failure)
-        self._drop_unanswered(key)
+        self._drop_unanswered(frame, nas, key, addr)
 
     def _finished(self, result, done: Deferred):
         self.metrics.requests_in_progress.dec()
@@ -191,12 +240,17 @@ class AuthProtocol(RadiusProtocol):
     accepted_codes = (Code.ACCESS_REQUEST, Code.STATUS_SERVER)
     status_reply_code = Code.ACCESS_ACCEPT
 
-    def __init__(self, *, encode: Callable[[Decision], bytes], **kwargs):
-        """``dispatch`` is ``Authentication.decide``; ``encode`` gives a decision's reply attributes."""
+    def __init__(self, *, encode: Callable[[Decision], bytes], sightings: MessageAuthenticatorSightings, **kwargs):
+        """``dispatch`` is ``Authentication.decide``; ``encode`` gives a decision's reply
+        attributes; ``sightings`` notes whether each NAS's Access-Requests carry
+        Message-Authenticator (``radiusd-admin nas list`` shows it)."""
         super().__init__(**kwargs)
         self.encode = encode
+        self.sightings = sightings
 
     def _check_authenticators(self, frame: Frame, nas: Nas) -> None:
+        if frame.code == Code.ACCESS_REQUEST:
+            self.sightings.note(nas.name, frame.message_authenticator_at is not None, self.clock.seconds())
         self._check_message_authenticator(frame, nas)
 
     def _check_message_authenticator(self, frame: Frame, nas: Nas) -> None:
@@ -221,10 +275,10 @@ class AuthProtocol(RadiusProtocol):
 
     def _reply(self, decision: Decision, frame: Frame, nas: Nas, key, addr, received_at: float):
         if isinstance(decision, Abandoned):
-            self._drop_unanswered(key, decision.reason)
+            self._drop_unanswered(frame, nas, key, addr, decision.reason)
             return None
         if isinstance(decision, BackendFailure) and self.settings.on_backend_error == "drop":
-            self._drop_unanswered(key)
+            self._drop_unanswered(frame, nas, key, addr)
             return None
         code = REPLY_CODES.get(type(decision), Code.ACCESS_REJECT)
         reply = encode_response(code, frame, nas.secret, self.encode(decision) if code != Code.ACCESS_REJECT else b"")
@@ -257,6 +311,9 @@ class AccountingProtocol(RadiusProtocol):
 
     accepted_codes = (Code.ACCOUNTING_REQUEST, Code.STATUS_SERVER)
     status_reply_code = Code.ACCOUNTING_RESPONSE
+    drop_messages = {**DROP_MESSAGES, "bad_authenticator": (
+        "Received {code} packet from client {client} ({source}) with invalid Request Authenticator or "
+        "Message-Authenticator! (Shared secret is incorrect.) ({reason})")}
 
     def _check_authenticators(self, frame: Frame, nas: Nas) -> None:
         if frame.code == Code.STATUS_SERVER:
@@ -278,11 +335,11 @@ class AccountingProtocol(RadiusProtocol):
             raise Dropped("malformed") from None
         self._process(request, frame, nas, key, addr, received_at)
 
-    def _recover(self, failure, key) -> None:
+    def _recover(self, failure, frame: Frame, nas: Nas, key, addr) -> None:
         backend = backend_of(failure.value)
         failures.failure("accounting request not recorded ({backend})", failure, backend=backend)
         self.metrics.child(self.metrics.backend_errors, backend).inc()
-        self._drop_unanswered(key)
+        self._drop_unanswered(frame, nas, key, addr)
 
     def _reply(self, recorded: AccountingRequest, frame: Frame, nas: Nas, key, addr, received_at: float):
         reply = encode_response(Code.ACCOUNTING_RESPONSE, frame, nas.secret, ma_authenticator=ZERO_AUTHENTICATOR)

@@ -39,6 +39,7 @@ from radiusd.disconnect import DisconnectClient, DisconnectResult, DisconnectTar
 from radiusd.health import HealthMonitor, ops_root
 from radiusd.plugin import PluginContext, health_checks, register_plugins
 from radiusd.metrics import Metrics
+from radiusd.nas_activity import FLUSH_SECONDS, MessageAuthenticatorSightings, store
 from radiusd.pipeline import Pipeline
 from radiusd.protocol import AccountingProtocol, AuthProtocol, RadiusProtocol
 from radiusd.replies import encode_attributes
@@ -148,6 +149,9 @@ class RadiusService(MultiService):
         self._disconnecting: set = set()
         self.housekeeping = LoopingCall(self.sweep)
         self.housekeeping.clock = reactor
+        self.sightings = MessageAuthenticatorSightings()
+        self.sightings_flush = LoopingCall(self.store_sightings)
+        self.sightings_flush.clock = reactor
         self.registry: NasRegistry | None = None
         self.protocols: list[RadiusProtocol] = []
         self.ports = []
@@ -169,7 +173,7 @@ class RadiusService(MultiService):
             protocol = AuthProtocol(
                 registry=registry, dedupe=self.dedupe, metrics=self.runtime.metrics,
                 settings=self.config.server, clock=self.reactor, dispatch=self.authentication.decide,
-                ready=lambda: self.monitor.ready,
+                ready=lambda: self.monitor.ready, sightings=self.sightings,
                 encode=lambda decision: encode_attributes(decision, self.runtime.dictionary))
             sock = udp_socket(address, self.config.server.auth_port, reuse_port)
             family = sock.family
@@ -188,6 +192,7 @@ class RadiusService(MultiService):
                 sock.close()
                 self.protocols.append(protocol)
         self.housekeeping.start(self.config.accounting.sweep_interval_seconds, now=True)
+        self.sightings_flush.start(FLUSH_SECONDS, now=False)
         if self.serve_ops:
             ops = self.config.ops
             site = Site(ops_root(self.runtime.metrics, self.monitor))
@@ -217,6 +222,9 @@ class RadiusService(MultiService):
                            [port.stopListening() for port in (self.ops_port, self.api_port) if port])
         if self.housekeeping.running:
             self.housekeeping.stop()
+        if self.sightings_flush.running:
+            self.sightings_flush.stop()
+        yield self.store_sightings()
         yield DeferredList(list(self._disconnecting))  # Disconnect-Requests in flight: their results
         self.monitor.stop()
         if self.api_pool.started:
@@ -256,6 +264,13 @@ class RadiusService(MultiService):
         """The periodic housekeeping (stale sessions, expired users, retention), in a thread."""
         done = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.runtime.sessions.sweep)
         return done.addErrback(lambda failure: log.error("session housekeeping failed: {error}",
+                                                         error=type(failure.value).__name__))
+
+    def store_sightings(self):
+        """Write the Message-Authenticator sightings of the last minute, in a thread."""
+        done = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), store, self.runtime.database,
+                                 self.sightings.take())
+        return done.addErrback(lambda failure: log.error("NAS Message-Authenticator sightings not stored: {error}",
                                                          error=type(failure.value).__name__))
 
     def disconnect_and_wait(self, targets: list[DisconnectTarget]) -> list[DisconnectResult]:

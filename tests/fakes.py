@@ -21,6 +21,7 @@ from radiusd.config import ServerSection
 from radiusd.dedupe import DuplicateCache
 from radiusd.metrics import Metrics
 from radiusd.model import Nas
+from radiusd.nas_activity import MessageAuthenticatorSightings
 from radiusd.packets import Attr
 from radiusd.protocol import AuthProtocol
 from tests.support import DICTIONARY
@@ -112,7 +113,8 @@ class Harness:
         if issubclass(protocol_class, AuthProtocol):  # the real entry point over the test's pool
             self.authentication = Authentication(self.clock, self.dispatcher, SimpleNamespace(run=None),
                                                  self.metrics)
-            self.protocol = protocol_class(dispatch=self.authentication.decide,
+            self.sightings = MessageAuthenticatorSightings()
+            self.protocol = protocol_class(dispatch=self.authentication.decide, sightings=self.sightings,
                                            encode=lambda decision: self.attributes, **ports)
         else:
             self.protocol = protocol_class(dispatch=self.dispatcher, **ports)
@@ -124,8 +126,11 @@ class Harness:
     def sample(self, name: str, **labels) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
-    def dropped(self, reason: str) -> float:
-        return self.sample("radiusd_dropped_packets_total", reason=reason)
+    def dropped(self, reason: str, client: str | None = None) -> float:
+        """Drops for ``reason``, of one client (a NAS name or ``unknown``) or of all."""
+        return sum(sample.value for family in self.metrics.registry.collect() for sample in family.samples
+                   if sample.name == "radiusd_dropped_packets_total" and sample.labels["reason"] == reason
+                   and client in (None, sample.labels["client"]))
 
     def dropped_total(self) -> float:
         return sum(sample.value for family in self.metrics.registry.collect()

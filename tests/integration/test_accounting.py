@@ -175,15 +175,15 @@ def test_retransmission_is_answered_from_the_cache_with_identical_bytes_and_coun
 
 
 def test_bad_request_authenticator_and_unknown_nas_are_dropped(server, client):
-    bad = server.metric("radiusd_dropped_packets_total", reason="bad_authenticator")
-    unknown = server.metric("radiusd_dropped_packets_total", reason="unknown_client")
+    bad = server.metric("radiusd_dropped_packets_total", reason="bad_authenticator", client="test")
+    unknown = server.metric("radiusd_dropped_packets_total", reason="unknown_client", client="unknown")
     sid = unique("S")
     wrong_secret = client(secret=b"not-the-shared-secret")
     wrong_secret.expect_no_answer(wrong_secret.accounting_request("Start", sid, User_Name="mallory"))
     stranger = client(source="127.0.0.2")  # not a NAS
     stranger.expect_no_answer(stranger.accounting_request("Start", sid, User_Name="mallory"))
-    assert server.metric("radiusd_dropped_packets_total", reason="bad_authenticator") == bad + 1
-    assert server.metric("radiusd_dropped_packets_total", reason="unknown_client") == unknown + 1
+    assert server.metric("radiusd_dropped_packets_total", reason="bad_authenticator", client="test") == bad + 1
+    assert server.metric("radiusd_dropped_packets_total", reason="unknown_client", client="unknown") == unknown + 1
     assert session_row(server.database, sid) is None
 
 
@@ -271,7 +271,7 @@ def test_request_that_cannot_be_recorded_gets_no_response(postgres_url, make_ser
         nas.account("Start", "DB-1", User_Name="dbdown")
         drop_database(postgres_url)
         nas.expect_no_answer(nas.accounting_request("Interim-Update", "DB-1", User_Name="dbdown"), wait=2.0)
-        assert wait_for(lambda: server.metric("radiusd_dropped_packets_total", reason="backend_error") >= 1)
+        assert wait_for(lambda: server.metric("radiusd_dropped_packets_total", reason="backend_error", client="test") >= 1)
         assert server.metric("radiusd_accounting_requests_total", client="test", status_type="interim_update") == 0
     finally:
         nas.close()

@@ -313,8 +313,28 @@ def test_nas_add_with_generated_secret_prints_it_once(config):
     assert [(entry["name"], entry["origin"]) for entry in entries] == [("test", "config"), ("vpn1", "database")]
     assert all("secret" not in key for entry in entries for key in entry)
     lines = listed_table.splitlines()
-    assert lines[0].split() == ["NAME", "ADDRESS", "MFA_MODE", "COA_PORT", "ORIGIN"]
-    assert lines[2].split() == ["vpn1", "192.0.2.0/24", "append", "1700", "database"]
+    assert lines[0].split() == ["NAME", "ADDRESS", "MFA_MODE", "COA_PORT", "ORIGIN", "MESSAGE_AUTHENTICATOR"]
+    assert lines[2].split() == ["vpn1", "192.0.2.0/24", "append", "1700", "database", "unseen"]
+
+
+def test_nas_list_shows_whether_each_nas_sent_message_authenticator(make_server, radius_client):
+    server = make_server(nas=[
+        {"name": "modern", "address": "127.0.0.1/32", "secret": SECRET.decode()},
+        {"name": "pam-host", "address": "127.0.0.2/32", "secret": SECRET.decode()},
+        {"name": "idle", "address": "127.0.0.3/32", "secret": SECRET.decode()}])
+    modern, old = radius_client(server.auth_port), radius_client(server.auth_port, source="127.0.0.2")
+    assert modern.send(modern.access_request("nobody", "Some-Password-1"))[1].code == 3
+    old.send_raw(old.access_request("nobody", "Some-Password-1", message_authenticator=False).RequestPacket())
+    old.expect_silence(0.3)  # the NAS entry requires one (the default): dropped
+    assert "without Message-Authenticator" in server.log()
+    assert server.stop() == 0  # the sightings are written at shutdown at the latest (else once a minute)
+
+    entries = {entry["name"]: entry for entry in run_json(server.config_path, "nas", "list")}
+    assert {name: entry["message_authenticator"] for name, entry in entries.items()} == {
+        "modern": "yes", "pam-host": "no", "idle": "unseen"}
+    assert entries["pam-host"]["without_at"] and entries["pam-host"]["with_at"] is None
+    table = admin(server.config_path, "nas", "list", fmt="table").stdout.splitlines()
+    assert [line.split()[-1] for line in table[1:]] == ["unseen", "yes", "no"]  # idle, modern, pam-host
 
 
 def test_nas_add_with_secret_from_stdin(config):

@@ -62,8 +62,8 @@ def decisions(server: ServerProcess, reason: str) -> float:
     return server.metric("radiusd_auth_decisions_total", reason=reason)
 
 
-def dropped(server: ServerProcess, reason: str) -> float:
-    return server.metric("radiusd_dropped_packets_total", reason=reason)
+def dropped(server: ServerProcess, reason: str, client: str = "test") -> float:
+    return server.metric("radiusd_dropped_packets_total", reason=reason, client=client)
 
 
 def auth_audit_rows(database: str, username: str) -> int:
@@ -326,7 +326,7 @@ def test_unknown_nas_gets_no_reply_and_is_counted(make_server, radius_client):
     client = radius_client(server.auth_port)
     client.send_raw(client.access_request("alice", PASSWORD).RequestPacket())
     client.send_raw(client.status_server().RequestPacket())
-    assert wait_for(lambda: dropped(server, "unknown_client") == 2)
+    assert wait_for(lambda: dropped(server, "unknown_client", client="unknown") == 2)
     client.expect_silence(0.3)
     assert server.metric("radiusd_access_requests_total", client="elsewhere") == 0
     metrics = urllib.request.urlopen(server.ops_url + "/metrics", timeout=5).read().decode()

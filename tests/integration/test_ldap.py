@@ -356,7 +356,7 @@ def test_directory_down_or_hanging_drops_directory_users_but_not_local_ones(slap
     assert "Connection refused" in wait_for_failing_ldap(server)
     client = radius_client(server.auth_port)
     errors = server.metric("radiusd_backend_errors_total", backend="ldap")
-    dropped = server.metric("radiusd_dropped_packets_total", reason="backend_error")
+    dropped = server.metric("radiusd_dropped_packets_total", reason="backend_error", client="test")
     started = time.monotonic()
     client.send_raw(client.access_request("alice", USERS["alice"]).RequestPacket())
     while server.metric("radiusd_backend_errors_total", backend="ldap") == errors:
@@ -364,7 +364,7 @@ def test_directory_down_or_hanging_drops_directory_users_but_not_local_ones(slap
         time.sleep(0.05)
     assert time.monotonic() - started < 3  # connect + receive timeout of the hanging server, and a bit
     client.expect_silence(0.2)
-    assert server.metric("radiusd_dropped_packets_total", reason="backend_error") == dropped + 1
+    assert server.metric("radiusd_dropped_packets_total", reason="backend_error", client="test") == dropped + 1
     _, reply = client.send(client.access_request("local", LOCAL_PASSWORD))
     assert reply.code == ACCEPT, "local users do not need the directory"
 

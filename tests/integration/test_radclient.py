@@ -6,6 +6,7 @@ a reply it cannot verify is reported as invalid, not as the expected code.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -65,9 +66,15 @@ def test_radclient_status_server_gets_accept(radclient, server):
     assert re.search(r"Received Access-Accept Id \d+", result.stdout), result.stdout
 
 
-def test_radclient_with_the_wrong_secret_gets_no_reply(radclient, server):
-    before = server.metric("radiusd_dropped_packets_total", reason="bad_authenticator")
+def test_radclient_with_the_wrong_secret_gets_no_reply_and_a_log_line(radclient, server):
+    before = server.metric("radiusd_dropped_packets_total", reason="bad_authenticator", client="test")
     result = run(radclient, server, "auth", credentials(PASSWORD), secret=b"not-the-shared-secret", timeout=1)
     assert "Received" not in result.stdout, result.stdout
     assert result.returncode != 0
-    assert server.metric("radiusd_dropped_packets_total", reason="bad_authenticator") == before + 1
+    assert server.metric("radiusd_dropped_packets_total", reason="bad_authenticator", client="test") == before + 1
+    lines = [json.loads(line) for line in server.log().splitlines() if "invalid Message-Authenticator" in line]
+    assert lines, server.log()
+    assert lines[-1]["level"] == "warn"
+    assert lines[-1]["message"] == ("Received packet from 127.0.0.1 with invalid Message-Authenticator! (Shared "
+                                    "secret is incorrect.) client test, Access-Request (bad_authenticator)")
+    assert "not-the-shared-secret" not in server.log()

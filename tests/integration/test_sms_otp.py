@@ -269,14 +269,14 @@ def test_http_provider_error_fails_closed_with_a_drop(servers, radius_client):
     servers.provider.status = 500
     server = servers.http
     client = radius_client(server.auth_port)
-    before, dropped = backend_errors(server), server.metric("radiusd_dropped_packets_total", reason="backend_error")
+    before, dropped = backend_errors(server), server.metric("radiusd_dropped_packets_total", reason="backend_error", client="test")
     deltas = Deltas(server, "ok")
     requests = len(servers.provider.requests)
     client.send_raw(client.access_request("http500", PASSWORD).RequestPacket())
     assert wait_for(lambda: backend_errors(server) == before + 1)
     client.expect_silence(0.5)  # no Access-Challenge, no Accept, no Reject
     assert len(servers.provider.requests) == requests + 1  # the provider was asked, and failed
-    assert server.metric("radiusd_dropped_packets_total", reason="backend_error") == dropped + 1
+    assert server.metric("radiusd_dropped_packets_total", reason="backend_error", client="test") == dropped + 1
     assert deltas.changed() == {}
 
 

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events
-from radiusd.logs import FailureLog, make_observer, to_json_line
+from radiusd.logs import FailureLog, Throttle, make_observer, to_json_line
 from tests.conftest import PG_ADMIN_URL
 from tests.support import SECRET, admin
 
@@ -159,3 +159,29 @@ def test_a_thousand_failing_requests_write_a_handful_of_tracebacks(postgres_url,
     tracebacks = [record for record in records if "traceback" in record]
     assert 1 <= len(tracebacks) <= 5, [record["message"] for record in tracebacks]
     assert len(server.log()) < 1000 * 400  # about a line per request, not 4 KB each
+
+
+def test_throttle_lets_the_first_through_then_one_a_minute_per_key_with_the_count_held_back():
+    clock = FakeClock()
+    throttle = Throttle(interval_seconds=60, clock=clock)
+    assert throttle.admit(("192.0.2.1", "bad_authenticator")) == 0
+    held = [throttle.admit(("192.0.2.1", "bad_authenticator")) for _ in range(5)]
+    assert held == [None] * 5
+    assert throttle.admit(("192.0.2.1", "unknown_client")) == 0  # another key is apart
+    clock.now += 59.9
+    assert throttle.admit(("192.0.2.1", "bad_authenticator")) is None
+    clock.now += 0.1
+    assert throttle.admit(("192.0.2.1", "bad_authenticator")) == 6
+    assert throttle.admit(("192.0.2.1", "bad_authenticator")) is None
+
+
+def test_throttle_bounds_its_keys_under_a_flood_of_sources():
+    clock = FakeClock()
+    throttle = Throttle(interval_seconds=60, clock=clock, max_keys=3)
+    assert [throttle.admit(source) for source in ("a", "b", "c")] == [0, 0, 0]
+    assert throttle.admit("d") == 0  # the first key past the bound: the shared overflow key
+    assert [throttle.admit(source) for source in ("e", "f")] == [None, None]
+    assert len(throttle._shown_at) == 4
+    clock.now += 60  # their minute has passed: old keys are forgotten for new ones
+    assert throttle.admit("g") == 0
+    assert "a" not in throttle._shown_at and len(throttle._shown_at) == 1

@@ -14,7 +14,7 @@ import struct
 
 import pytest
 from pyrad import packet as pyrad_packet
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, Reason, Reject
 from radiusd.packets import Attr, encode_attribute, hide_password
@@ -53,6 +53,23 @@ def logged_failures():
     globalLogPublisher.addObserver(observe)
     yield events
     globalLogPublisher.removeObserver(observe)
+
+
+@pytest.fixture
+def logged_drops():
+    """Every drop line the protocol logs."""
+    events = []
+
+    def observe(event):
+        if event.get("log_namespace") == "radiusd.protocol" and "reason" in event:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+
+
+CLIENTS = {NAS1: "nas1", LEGACY: "legacy", V6NAS: "v6nas"}  # any other source: "unknown"
 
 
 def attribute(number: int, value: bytes) -> bytes:
@@ -167,11 +184,16 @@ DROPS = [
 
 @pytest.mark.parametrize("build,source,reason", [case[1:] for case in DROPS], ids=[case[0] for case in DROPS])
 def test_invalid_datagram_is_dropped_counted_never_dispatched_and_the_next_request_is_answered(
-        harness, logged_failures, build, source, reason):
+        harness, logged_failures, logged_drops, build, source, reason):
     data = build()
     harness.receive(data, source)
 
-    assert harness.dropped(reason) == 1
+    client = CLIENTS.get(source, "unknown")
+    assert harness.dropped(reason, client=client) == 1
+    [line] = logged_drops
+    assert line["log_level"] == LogLevel.warn
+    assert (line["reason"], line["client"], line["source"]) == (reason, client, source[0])
+    assert source[0] in formatEvent(line) and reason in formatEvent(line)
     assert harness.dropped_total() == 1
     assert harness.dispatcher.requests == []
     assert harness.transport.written == []
@@ -186,6 +208,59 @@ def test_invalid_datagram_is_dropped_counted_never_dispatched_and_the_next_reque
     assert addr == NAS1
     assert verified(request, reply).code == pyrad_packet.AccessAccept
     assert harness.dropped_total() == 1
+
+
+def test_drop_lines_name_the_nas_or_the_unknown_source_and_the_code_in_freeradius_words(harness, logged_drops):
+    harness.receive(access_request(secret=OTHER_SECRET).wire, NAS1)
+    harness.receive(access_request().wire, UNKNOWN)
+    harness.receive(access_request(message_authenticator=False).wire, NAS1)
+    assert [formatEvent(line) for line in logged_drops] == [
+        "Received packet from 192.0.2.10 with invalid Message-Authenticator! (Shared secret is incorrect.) "
+        "client nas1, Access-Request (bad_authenticator)",
+        "Ignoring Access-Request from unknown client 203.0.113.5: no NAS entry covers this address "
+        "(unknown_client)",
+        "Received Access-Request from client nas1 (192.0.2.10) without Message-Authenticator: the NAS entry "
+        "requires one (require_message_authenticator), or the packet carries Proxy-State or is a Status-Server "
+        "(missing_message_authenticator)"]
+    assert all(SECRET.decode() not in formatEvent(line) for line in logged_drops)
+
+
+def test_drop_lines_are_limited_per_source_and_reason_to_one_a_minute_with_the_count_suppressed(
+        harness, logged_drops):
+    for _ in range(50):
+        harness.receive(access_request(secret=OTHER_SECRET).wire, NAS1)
+        harness.clock.advance(1)
+    harness.receive(access_request(message_authenticator=False).wire, NAS1)  # another reason: its own line
+    harness.receive(access_request(secret=OTHER_SECRET).wire, UNKNOWN)  # another source: its own line
+    assert [(line["reason"], line["source"], line["suppressed"]) for line in logged_drops] == [
+        ("bad_authenticator", NAS1[0], 0), ("missing_message_authenticator", NAS1[0], 0),
+        ("unknown_client", UNKNOWN[0], 0)]
+    assert harness.dropped("bad_authenticator", client="nas1") == 50  # every drop is counted
+
+    harness.clock.advance(10)  # a minute after the first line: the next drop is logged with the count
+    harness.receive(access_request(secret=OTHER_SECRET).wire, NAS1)
+    assert logged_drops[-1]["suppressed"] == 49
+    assert formatEvent(logged_drops[-1]).endswith("(49 more like this suppressed since the last)")
+    harness.receive(access_request(secret=OTHER_SECRET).wire, NAS1)
+    assert len(logged_drops) == 4
+
+
+def test_abandoned_and_failed_work_is_logged_with_its_nas(harness, logged_drops):
+    harness.receive(access_request().wire, NAS1)
+    harness.answer(0, BackendFailure(backend="db"))
+    assert [(line["reason"], line["client"], line["code"]) for line in logged_drops] == [
+        ("backend_error", "nas1", "Access-Request")]
+    assert harness.dropped("backend_error", client="nas1") == 1
+
+
+def test_whether_access_requests_carry_message_authenticator_is_noted_per_nas(harness):
+    harness.receive(access_request().wire, NAS1)
+    harness.clock.advance(5)
+    harness.receive(access_request(message_authenticator=False).wire, LEGACY)
+    harness.receive(access_request(message_authenticator=False).wire, NAS1)  # noted, then dropped
+    harness.receive(status_server().wire, LEGACY)  # Status-Server always carries one: not noted
+    assert harness.sightings.take() == {("nas1", True): 0, ("legacy", False): 5, ("nas1", False): 5}
+    assert harness.sightings.take() == {}
 
 
 def test_drop_table_covers_every_reason_and_at_least_thirty_packets():
