@@ -102,8 +102,9 @@ def serve(path):
     def start():  # an exception here would only be logged, leaving a process that serves nothing
         try:
             service.startService()
-        except Exception as exc:  # a NAS entry that cannot be used, a port already in use
-            startup_errors.append(f"cannot start: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a NAS entry that cannot be used, a port already in use (ConfigError)
+            reason = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            startup_errors.append(f"cannot start: {reason}")
             reactor.stop()
 
     reactor.callWhenRunning(start)

@@ -56,6 +56,8 @@ class SecretRef(Section):
                 return Path(self.file).read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
+            except UnicodeDecodeError:
+                raise ConfigError(f"secret file {self.file} is not UTF-8 text") from None
         if self.env is not None:
             if self.env not in os.environ:
                 raise ConfigError(f"secret environment variable {self.env} is not set")
@@ -106,8 +108,38 @@ class SecuritySection(Section):
     argon2_parallelism: int = Field(1, ge=1)
 
 
+DATABASE_URLS = "sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"
+
+
 class DatabaseSection(Section):
     url: str = "sqlite:///var/radiusd.db"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        """SQLite, or PostgreSQL through psycopg (the ``radiusd[postgresql]`` extra), and the
+        fix in one line otherwise, not the driver's ModuleNotFoundError at first use."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"not a database URL; use {DATABASE_URLS}") from None
+        backend, driver = url.get_backend_name(), url.get_driver_name()
+        if backend == "sqlite" and driver == "pysqlite":
+            return value
+        if backend != "postgresql":
+            raise ValueError(f"{url.drivername} databases are not supported; use {DATABASE_URLS}")
+        if driver != "psycopg":
+            raise ValueError(f"PostgreSQL is reached through psycopg 3: write the URL as "
+                             f"postgresql+psycopg://{value.partition('://')[2] or 'USER@HOST/NAME'}")
+        try:
+            import psycopg  # noqa: F401 - only whether it is installed
+        except ImportError:
+            raise ValueError("PostgreSQL needs psycopg, which is not installed: "
+                             "pip install 'radiusd[postgresql]'") from None
+        return value
 
 
 class ListenSection(Section):
@@ -279,7 +311,8 @@ def _describe(error: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"unknown configuration key {where}"
-    return f"invalid configuration value {where}: {first['msg']}"
+    message = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]  # without "Value error, "
+    return f"invalid configuration value {where}: {message}"
 
 
 def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> Config:

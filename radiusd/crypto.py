@@ -48,6 +48,10 @@ def hash_scheme(stored: str) -> str | None:
     return None
 
 
+SEED_KEY_FORM = ("a seed key is 32 random bytes, base64-encoded, on one line "
+                 "(`radiusd-admin db upgrade` writes one where none exists)")
+
+
 class DecryptionError(Exception):
     """A blob does not decrypt with this seed key (wrong key, corrupted, or moved)."""
 
@@ -61,11 +65,22 @@ class SeedKey:
 
     @classmethod
     def load(cls, reference: SecretRef) -> "SeedKey":
-        text = reference.reveal()
+        """The key ``[security] seed_key`` refers to; ConfigError naming the key and the fix."""
+        if reference.file is not None and not Path(reference.file).exists():
+            raise ConfigError(f"[security] seed_key: the seed key file {reference.file} does not exist; "
+                              "`radiusd-admin db upgrade` creates it")
         try:
-            return cls(base64.b64decode(text, validate=True))
+            text = reference.reveal()
+        except ConfigError as exc:
+            raise ConfigError(f"[security] seed_key: {exc}; {SEED_KEY_FORM}") from None
+        try:
+            key = base64.b64decode(text, validate=True)
         except binascii.Error:
-            raise ConfigError("seed key is not valid base64") from None
+            key = b""
+        if len(key) != 32:
+            where = f"the file {reference.file}" if reference.file is not None else "the value"
+            raise ConfigError(f"[security] seed_key: {where} does not hold a seed key; {SEED_KEY_FORM}")
+        return cls(key)
 
     def encrypt(self, plaintext: bytes, purpose: str) -> bytes:
         nonce = secrets.token_bytes(NONCE_LENGTH)

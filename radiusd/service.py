@@ -10,12 +10,14 @@ reading and finishes in-flight requests, SIGHUP reloads the NAS list.
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from dataclasses import dataclass
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
@@ -106,6 +108,18 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
                    Pipeline(manager, context), manager, services)
 
 
+def listening(key: str, address: str, port: int, listen):
+    """``listen()``; a port already taken is one line naming the key, the port and the fix."""
+    try:
+        return listen()
+    except (OSError, CannotListenError) as exc:
+        error = exc.socketError if isinstance(exc, CannotListenError) else exc
+        if getattr(error, "errno", None) != errno.EADDRINUSE:
+            raise
+        raise ConfigError(f"{key} {port} on {address} is already in use (another radiusd or RADIUS server?): "
+                          f"stop it, or set another {key}") from None
+
+
 def udp_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -175,7 +189,8 @@ class RadiusService(MultiService):
                 settings=self.config.server, clock=self.reactor, dispatch=self.authentication.decide,
                 ready=lambda: self.monitor.ready, sightings=self.sightings,
                 encode=lambda decision: encode_attributes(decision, self.runtime.dictionary))
-            sock = udp_socket(address, self.config.server.auth_port, reuse_port)
+            sock = listening("[server] auth_port", address, self.config.server.auth_port,
+                             lambda: udp_socket(address, self.config.server.auth_port, reuse_port))
             family = sock.family
             self.ports.append(self.reactor.adoptDatagramPort(sock.fileno(), family, protocol))
             sock.close()  # the port holds its own duplicate of the descriptor
@@ -187,7 +202,8 @@ class RadiusService(MultiService):
                     registry=registry, dedupe=self.acct_dedupe, metrics=self.runtime.metrics,
                     settings=self.config.server, clock=self.reactor, dispatch=self.dispatch_accounting,
                     ready=lambda: self.monitor.ready)
-                sock = udp_socket(address, self.config.server.acct_port, reuse_port)
+                sock = listening("[server] acct_port", address, self.config.server.acct_port,
+                                 lambda: udp_socket(address, self.config.server.acct_port, reuse_port))
                 self.acct_ports.append(self.reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol))
                 sock.close()
                 self.protocols.append(protocol)
@@ -197,7 +213,8 @@ class RadiusService(MultiService):
             ops = self.config.ops
             site = Site(ops_root(self.runtime.metrics, self.monitor))
             site.noisy = False
-            self.ops_port = self.reactor.listenTCP(ops.port, site, interface=ops.listen)
+            self.ops_port = listening("[ops] port", ops.listen, ops.port,
+                                      lambda: self.reactor.listenTCP(ops.port, site, interface=ops.listen))
         if self.serve_api:
             from radiusd.admin_api import admin_site
 
@@ -205,7 +222,8 @@ class RadiusService(MultiService):
             api = self.config.api
             site = admin_site(self.runtime, self.reactor, {"api": self.api_pool},
                               authentication=self.authentication, nas_changed=lambda: self.on_nas_change())
-            self.api_port = self.reactor.listenTCP(api.port, site, interface=api.listen)
+            self.api_port = listening("[api] port", api.listen, api.port,
+                                      lambda: self.reactor.listenTCP(api.port, site, interface=api.listen))
             log.info("admin API listening on {address} port {port}", address=api.listen,
                      port=self.api_port.getHost().port)
         log.info("radiusd listening for RADIUS on {addresses} port {port}",

@@ -105,9 +105,30 @@ def test_check_config_refuses_an_unknown_key_in_a_disabled_plugins_section(tmp_p
     assert_refused(radiusd(path, "check-config"), "unknown configuration key push.webhook_ulr")
 
 
-def test_check_config_refuses_a_missing_seed_key_file(config, tmp_path):
+def test_check_config_refuses_a_missing_seed_key_file_and_says_db_upgrade_creates_it(config, tmp_path):
     (tmp_path / "seed.key").unlink()
-    assert_refused(radiusd(config, "check-config"), "seed.key")
+    assert_refused(radiusd(config, "check-config"), "[security] seed_key", f"seed key file {tmp_path / 'seed.key'}",
+                   "does not exist", "`radiusd-admin db upgrade` creates it")
+
+
+@pytest.mark.parametrize("content", [b"\xff" + os.urandom(31), b"c2hvcnQ=\n", b"not base64 at all!\n"],
+                         ids=["binary", "short", "not-base64"])
+def test_check_config_refuses_a_seed_key_file_that_holds_no_seed_key_in_one_line(config, tmp_path, content):
+    (tmp_path / "seed.key").write_bytes(content)
+    message = assert_refused(radiusd(config, "check-config"), "[security] seed_key",
+                             "32 random bytes, base64-encoded")
+    assert "Error" not in message  # no exception name: UnicodeDecodeError, binascii.Error
+
+
+@pytest.mark.parametrize("url,fragments", [
+    ("mysql://radiusd:pw@127.0.0.1/radiusd", ("database.url", "mysql databases are not supported",
+                                               "sqlite:///PATH or postgresql+psycopg://")),
+    ("postgresql+psycopg2://radiusd@127.0.0.1/radiusd", ("database.url", "postgresql+psycopg://radiusd@")),
+    ("no-scheme-here", ("database.url", "not a database URL")),
+])
+def test_check_config_refuses_an_unsupported_database_url_with_the_fix(tmp_path, url, fragments):
+    message = assert_refused(radiusd(write_config(tmp_path, url), "check-config"), *fragments)
+    assert "ModuleNotFoundError" not in message and "Value error" not in message
 
 
 def test_check_config_refuses_a_database_without_the_schema(tmp_path, sqlite_url):
@@ -252,7 +273,16 @@ def test_serve_refuses_to_start_when_the_auth_port_is_taken(config):
     port = load_config(str(config), environ={}).server.auth_port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", port))
-        assert_refused(radiusd(config, "serve", timeout=30), "cannot start", "in use")
+        assert_refused(radiusd(config, "serve", timeout=30), "cannot start",
+                       f"[server] auth_port {port} on 127.0.0.1 is already in use", "set another [server] auth_port")
+
+
+def test_serve_names_the_ops_port_when_it_is_taken(config):
+    port = load_config(str(config), environ={}).ops.port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        assert_refused(radiusd(config, "serve", timeout=30), f"[ops] port {port} on 127.0.0.1 is already in use")
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(make_server, radius_client):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from radiusd.config import Config, ConfigError, SecretRef, config_path, load_config
@@ -294,3 +296,17 @@ def test_plugin_section_secrets_are_references_read_on_use(write, tmp_path, monk
     assert config.push.webhook_headers["Authorization"].reveal() == "Bearer from-the-environment"
     assert config.sms.headers["X-Inline"].reveal() == "hunter2-sms"
     assert "hunter2" not in repr(config) and "hunter2" not in str(config.sms)
+
+
+def test_a_postgresql_url_without_psycopg_installed_says_to_install_the_extra(monkeypatch, write):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without radiusd[postgresql] has
+    message = refused(write('[database]\nurl = "postgresql+psycopg://radiusd@127.0.0.1/radiusd"\n'))
+    assert message.endswith("invalid configuration value database.url: PostgreSQL needs psycopg, "
+                                       "which is not installed: pip install 'radiusd[postgresql]'")
+
+
+def test_a_secret_file_that_is_not_text_is_one_line_not_a_decode_error(tmp_path):
+    path = tmp_path / "secret"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=f"secret file {path} is not UTF-8 text"):
+        SecretRef(file=str(path)).reveal()

@@ -94,12 +94,12 @@ def test_seed_key_that_is_not_base64_is_a_config_error():
 
 @pytest.mark.parametrize("size", [0, 16, 31, 33, 64])
 def test_seed_key_of_the_wrong_length_is_a_config_error(size):
-    with pytest.raises(ConfigError, match="32 bytes"):
+    with pytest.raises(ConfigError, match=r"seed_key: the value does not hold a seed key; a seed key is 32 random bytes"):
         SeedKey.load(SecretRef(value=base64.b64encode(os.urandom(size)).decode()))
 
 
 def test_missing_seed_key_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="does not exist; `radiusd-admin db upgrade` creates it"):
         SeedKey.load(SecretRef(file=str(tmp_path / "absent.key")))
 
 
