@@ -90,6 +90,7 @@ class ServerSection(Section):
     max_pending_requests: int = Field(1000, ge=1)
     request_budget_seconds: float = Field(4.0, gt=0, le=60)
     backend_threads: int | None = Field(None, ge=1, le=256)  # None: half of auth_threads (at least 1)
+    dictionaries: list[str] = []  # FreeRADIUS-format dictionary files read after ours (SIGHUP reads them again)
 
     @field_validator("listen")
     @classmethod

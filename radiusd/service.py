@@ -91,7 +91,7 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
             raise ConfigError(f"database unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         if not current:
             raise ConfigError("database schema is not current: run `radiusd-admin db upgrade`")
-    dictionary = RadiusDictionary()
+    dictionary = RadiusDictionary(config.server.dictionaries)
     hasher = PasswordHasher(config.security)
     metrics = Metrics()
     services = Services(Resources(config, database, clock=time.time, seed_key=seed_key, hasher=hasher,
@@ -310,19 +310,24 @@ class RadiusService(MultiService):
     # -- SIGHUP ----------------------------------------------------------------------------------
 
     def reload(self):
-        """Re-read the NAS list (file and database); a bad new configuration keeps the old one."""
+        """Re-read the NAS list (file and database) and ``[server] dictionaries``; a bad new
+        configuration, NAS entry or dictionary keeps the old ones, all of them."""
         def build():
             config = load_config(self.config_path) if self.config_path else self.config
-            return self.runtime.load_registry(config)
+            return self.runtime.load_registry(config), RadiusDictionary(config.server.dictionaries)
 
-        def swap(registry: NasRegistry):
+        def swap(loaded: tuple[NasRegistry, RadiusDictionary]):
+            registry, dictionary = loaded
             self.registry = registry
             for protocol in self.protocols:
                 protocol.registry = registry
-            log.info("reloaded {count} NAS entries", count=len(registry))
+            self.runtime.dictionary.take(dictionary)
+            log.info("reloaded {count} NAS entries and {dictionaries} dictionary files", count=len(registry),
+                     dictionaries=len(dictionary.paths))
 
         def keep(failure):
-            log.error("reload failed, keeping the previous NAS list: {error}", error=str(failure.value))
+            log.error("reload failed, keeping the previous NAS list and dictionaries: {error}",
+                      error=str(failure.value))
 
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), build).addCallbacks(swap, keep)
 

@@ -35,11 +35,21 @@ def need_program(name: str) -> str:
     path = shutil.which(name) or next((str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name)
                                        if p.exists()), None)
     if path is None:
-        message = f"{name} is not installed (apt-get install the package that provides it)"
-        if STRICT:
-            pytest.fail(message + " and RADIUSD_TEST_STRICT=1 forbids skipping")
-        pytest.skip(message)
+        missing(f"{name} is not installed (apt-get install the package that provides it)")
     return path
+
+
+def need_file(path: str, package: str) -> str:
+    """A file a Debian package installs; skip without it, or fail under RADIUSD_TEST_STRICT=1."""
+    if not Path(path).exists():
+        missing(f"{path} is missing (apt-get install {package})")
+    return path
+
+
+def missing(message: str) -> None:
+    if STRICT:
+        pytest.fail(message + " and RADIUSD_TEST_STRICT=1 forbids skipping")
+    pytest.skip(message)
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:

@@ -67,7 +67,7 @@ class Resources:
 
     @cached_property
     def dictionary(self) -> RadiusDictionary:
-        return RadiusDictionary()
+        return RadiusDictionary(self.config.server.dictionaries)
 
 
 class Services:

@@ -22,7 +22,7 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import users
 from radiusd.plugin import hook_names
 from radiusd.services.nas import NasService
-from tests.support import BIN, SECRET, ServerProcess, admin, write_config
+from tests.support import BIN, SECRET, ServerProcess, admin, wait_for, write_config
 
 PASSWORD = "Correct-Horse-7731"
 LOCAL_SECRET = "local-secret-0123456789"
@@ -344,6 +344,43 @@ def test_sighup_with_a_broken_config_keeps_the_old_nas_list(make_server, radius_
     client.expect_silence(0.5)  # the old secret no longer verifies: dropped
     changed = radius_client(server.auth_port, secret=b"changed-secret-0123456789")
     assert changed.send(changed.status_server())[1].code == 2
+    assert server.stop() == 0
+
+
+def acme_dictionary(directory, number: int, kind: str = "string"):
+    """``dictionary.local``, which $INCLUDEs ``dictionary.acme`` (vendor 64999, Acme-Role = ``number``)."""
+    (directory / "dictionary.acme").write_text(
+        f"VENDOR Acme 64999\nBEGIN-VENDOR Acme\nATTRIBUTE Acme-Role {number} {kind}\nEND-VENDOR Acme\n")
+    path = directory / "dictionary.local"
+    path.write_text("$INCLUDE dictionary.acme\n")
+    return path
+
+
+def acme_role(number: int, value: bytes) -> bytes:
+    return bytes((26, 8 + len(value))) + (64999).to_bytes(4, "big") + bytes((number, 2 + len(value))) + value
+
+
+def test_sighup_reads_the_extra_dictionaries_again_and_a_broken_one_keeps_the_old(make_server, radius_client,
+                                                                                   tmp_path):
+    path = acme_dictionary(tmp_path, 1)
+    server = make_server(sections={"server": {"dictionaries": [str(path)]}})
+    admin(server.config_path, "user", "add", "dave", "--password-stdin", "--reply-attribute", "Acme-Role=admins",
+          stdin=PASSWORD + "\n")
+    client = radius_client(server.auth_port)
+    assert acme_role(1, b"admins") in client.send(client.access_request("dave", PASSWORD))[1].raw_packet
+
+    acme_dictionary(tmp_path, 7)
+    server.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reloaded 1 NAS entries and 2 dictionary files" in server.log())
+    assert acme_role(7, b"admins") in client.send(client.access_request("dave", PASSWORD))[1].raw_packet
+
+    acme_dictionary(tmp_path, 9, kind="nonsense")
+    server.signal(signal.SIGHUP)
+    record = wait_for_log(server, "reload failed, keeping the previous NAS list and dictionaries")
+    assert "[server] dictionaries" in record["message"] and "nonsense" in record["message"]
+    assert acme_role(7, b"admins") in client.send(client.access_request("dave", PASSWORD))[1].raw_packet
+    assert_refused(radiusd(server.config_path, "check-config"), "[server] dictionaries", "dictionary.acme",
+                   "Illegal type: nonsense")
     assert server.stop() == 0
 
 

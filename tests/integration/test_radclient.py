@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.support import SECRET, ServerProcess, admin, need_program, write_config
+from tests.support import BIN, SECRET, ServerProcess, admin, need_file, need_program, write_config
 
 PASSWORD = "correct-horse-battery"
 
@@ -78,3 +78,19 @@ def test_radclient_with_the_wrong_secret_gets_no_reply_and_a_log_line(radclient,
     assert lines[-1]["message"] == ("Received packet from 127.0.0.1 with invalid Message-Authenticator! (Shared "
                                     "secret is incorrect.) client test, Access-Request (bad_authenticator)")
     assert "not-the-shared-secret" not in server.log()
+
+
+def test_vendor_attribute_from_the_freeradius_dictionary_tree_is_sent_in_the_reply(radclient, make_server):
+    dictionary = need_file("/usr/share/freeradius/dictionary", "freeradius-common")
+    server = make_server(sections={"server": {"dictionaries": [dictionary]}})
+    admin(server.config_path, "user", "add", "carol", "--password-stdin",
+          "--reply-attribute", "Aruba-User-Role=employee", "--reply-attribute", "Cisco-AVPair=shell:priv-lvl=15",
+          stdin=PASSWORD + "\n")
+    result = run(radclient, server, "auth", credentials(PASSWORD).replace('"alice"', '"carol"'))
+    assert result.returncode == 0, result.stdout + result.stderr
+    reply = result.stdout.split("Received", 1)[1]
+    assert 'Aruba-User-Role = "employee"' in reply, reply  # radclient decodes with its own copy of the tree
+    assert 'Cisco-AVPair = "shell:priv-lvl=15"' in reply, reply
+    checked = subprocess.run([str(BIN / "radiusd"), "--config", str(server.config_path), "check-config"],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr

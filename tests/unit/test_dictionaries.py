@@ -8,6 +8,8 @@ import pytest
 from pyrad import packet, tools
 from pyrad.dictionary import Dictionary
 
+from tests.support import need_file
+
 DICTIONARY_DIR = Path(__file__).resolve().parents[2] / "dictionaries"
 MAIN_DICTIONARY = DICTIONARY_DIR / "dictionary"
 
@@ -299,3 +301,60 @@ def test_packet_round_trip_with_vendor_and_named_values(dictionary):
     assert decoded["PaloAlto-User-Group"] == ["admins"]
     assert decoded["Error-Cause"] == ["Session-Context-Not-Found"]
     assert decoded[(9, 1)] == [b"shell:priv-lvl=15"]
+
+
+# -- [server] dictionaries: extra FreeRADIUS-format files (radiusd.dictionary) ------------------------
+
+FREERADIUS_DICTIONARY = "/usr/share/freeradius/dictionary"
+
+
+def write_acme(directory: Path, number: int = 1) -> Path:
+    """An extra dictionary that $INCLUDEs its vendor file from its own directory."""
+    (directory / "dictionary.acme").write_text(
+        "# Acme, a vendor of our own\nVENDOR Acme 64999\nBEGIN-VENDOR Acme\n"
+        f"ATTRIBUTE Acme-Role {number} string\nATTRIBUTE Acme-Level 2 integer\nVALUE Acme-Level High 3\n"
+        "END-VENDOR Acme\n")
+    main = directory / "dictionary.local"
+    main.write_text("# local additions\n$INCLUDE dictionary.acme\nATTRIBUTE Filter-Id 11 string\n")
+    return main
+
+
+def test_extra_dictionaries_load_after_ours_with_their_includes(tmp_path, monkeypatch):
+    from radiusd.dictionary import RadiusDictionary
+
+    monkeypatch.chdir("/")  # $INCLUDE is relative to the including file, not the working directory
+    dictionary = RadiusDictionary([write_acme(tmp_path)])
+    assert dictionary.encode("Acme-Role", "admins") == bytes((26, 14)) + (64999).to_bytes(4, "big") + \
+        bytes((1, 8)) + b"admins"
+    assert dictionary.encode("Acme-Level", "High")[-4:] == (3).to_bytes(4, "big")
+    assert dictionary.encode("Session-Timeout", 60) == bytes((27, 6)) + (60).to_bytes(4, "big")  # ours remain
+    assert "Acme-Role" not in RadiusDictionary()
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (None, "cannot read"),
+    ("ATTRIBUTE Acme-Broken 1 nonsense\n", "Illegal type: nonsense"),
+    ("$INCLUDE dictionary.absent\n", "cannot read"),
+])
+def test_an_unusable_extra_dictionary_is_one_config_error_naming_the_key(tmp_path, content, fragment):
+    from radiusd.config import ConfigError
+    from radiusd.dictionary import RadiusDictionary
+
+    path = tmp_path / "dictionary.extra"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as refused:
+        RadiusDictionary([path])
+    assert str(refused.value).startswith("[server] dictionaries: ") and fragment in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_freeradius_dictionary_tree_loads_and_its_vendor_attributes_encode():
+    from radiusd.dictionary import RadiusDictionary
+
+    dictionary = RadiusDictionary([need_file(FREERADIUS_DICTIONARY, "freeradius-common")])
+    assert dictionary.encode("Aruba-User-Role", "employee") == bytes((26, 16)) + (14823).to_bytes(4, "big") + \
+        bytes((1, 10)) + b"employee"
+    assert dictionary.encode("Juniper-Junosspace-Profile", "x")  # declared "String" there: any case is read
+    with pytest.raises(ValueError, match="not a top-level RADIUS attribute"):
+        dictionary.validate("Auth-Type", "Accept")  # a server-internal attribute (number 1000)
