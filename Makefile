@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 CONFIG ?= config/radiusd.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+RUN_STAMP := $(VENV)/.installed-run
+
+.PHONY: run test bench clean openapi
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +15,14 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# `make run` needs no test extras (and SQLite no psycopg).
+$(RUN_STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/radiusd-admin --config $(CONFIG) db upgrade
 	$(BIN)/radiusd-admin --config $(CONFIG) api-client ensure-admin
 	exec $(BIN)/radiusd --config $(CONFIG) serve
@@ -28,6 +37,10 @@ bench: $(STAMP)
 	$(if $(filter throughput,$(BENCH_PARTS)),$(BIN)/python bench/run.py $(BENCH_ARGS))
 	$(if $(filter overload,$(BENCH_PARTS)),$(BIN)/python bench/overload.py $(OVERLOAD_ARGS))
 	$(if $(filter import,$(BENCH_PARTS)),$(BIN)/python bench/import_bench.py $(IMPORT_BENCH_ARGS))
+
+# The server reads the OpenAPI document as JSON; openapi.yaml is what people edit.
+openapi: $(STAMP)
+	$(BIN)/python -c 'import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), open(sys.argv[2], "w"), indent=1, ensure_ascii=False)' admin_api/openapi.yaml admin_api/openapi.json
 
 clean:
 	rm -rf $(VENV) var *.egg-info

@@ -16,6 +16,7 @@ from functools import cached_property, wraps
 
 import click
 
+from radiusd import __version__
 from radiusd.config import Config, ConfigError, config_path, load_config
 from radiusd.errors import backend_of
 from radiusd.services import ServiceError
@@ -143,6 +144,7 @@ def read_secret(from_stdin: bool, prompt: str, confirm: bool = True) -> str:
 @click.group()
 @click.option("--config", "config_file", metavar="PATH", help="configuration file")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.version_option(__version__, prog_name="radiusd-admin")
 @click.pass_context
 def main(ctx, config_file, fmt):
     """Administer radiusd: database, NAS devices, users and API clients."""

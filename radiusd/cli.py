@@ -1,4 +1,4 @@
-"""``radiusd``: serve, check-config, plugins."""
+"""``radiusd``: serve, check-config, plugins, init-config."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 
 import click
 
+from radiusd import __version__
 from radiusd.config import ConfigError, config_path, load_config
 
 WORKER_ENV = "RADIUSD_WORKER_INDEX"
@@ -24,6 +25,7 @@ def fail(message: str, code: int = 1):
 @click.group()
 @click.option("--config", "config_file", metavar="PATH", help="configuration file (else $RADIUSD_CONFIG, "
               "else /etc/radiusd/radiusd.toml)")
+@click.version_option(__version__, prog_name="radiusd")
 @click.pass_context
 def main(ctx, config_file):
     """RADIUS authentication server with multi-factor authentication."""
@@ -181,6 +183,27 @@ def plugins(path):
         fail(str(exc))
     for hook, names in call_order(runtime.plugin_manager).items():
         click.echo(f"{hook}: {', '.join(names) if names else '-'}")
+
+
+@main.command("init-config")
+@click.argument("target", metavar="PATH", type=click.Path(dir_okay=False))
+def init_config(target):
+    """Write the example configuration to PATH (mode 0600: it holds a NAS secret), never over
+    an existing file. Edit it, then `radiusd-admin --config PATH db upgrade`."""
+    from importlib.resources import files
+
+    example = files("radiusd.examples").joinpath("radiusd.toml").read_bytes()
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fail(f"{target} exists; not overwritten")
+    except OSError as exc:
+        fail(f"cannot write {target}: {exc.strerror}")
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(example)
+    click.echo(f"wrote {target}: the development example (listen, [mfa] required, the [[nas]] entry and "
+               "its secret are for trying it out; change them before production)")
 
 
 if __name__ == "__main__":

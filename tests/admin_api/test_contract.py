@@ -4,13 +4,16 @@ serves, with the same request fields, parameters, scopes and problem+json errors
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from openapi_spec_validator import validate
 
-from radiusd.admin_api import api_resource, openapi_document
+from radiusd.admin_api import OPENAPI_PATH, api_resource, openapi_document
 from radiusd.admin_api.bearer import DEVICE, PUBLIC
 from radiusd.config import Config
 
@@ -32,6 +35,19 @@ def document():
 @pytest.fixture(scope="module")
 def routes(resource):
     return {(route.method, route.template): route for route in resource.router.routes}
+
+
+def test_the_served_json_document_is_the_yaml_one(document):
+    """openapi.yaml is edited; the server reads openapi.json, made from it by `make openapi`."""
+    source = yaml.safe_load(OPENAPI_PATH.with_name("openapi.yaml").read_text())
+    assert document == source, "admin_api/openapi.json is stale: run `make openapi`"
+
+
+def test_the_server_reads_no_yaml():
+    """PyYAML is a test dependency only: importing the API and reading its document needs none."""
+    code = ("import sys; sys.modules['yaml'] = None; from radiusd.admin_api import openapi_document; "
+            "assert openapi_document()['openapi'].startswith('3.1')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
 
 
 def operations_of(document) -> dict[tuple[str, str], dict]:

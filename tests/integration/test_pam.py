@@ -23,7 +23,7 @@ from tests.integration.test_totp import (
     Provisioner,
     settle,
 )
-from tests.support import SECRET, STRICT, ServerProcess, admin, need_program, write_config
+from tests.support import SECRET, ServerProcess, admin, missing, need_program, write_config
 
 MODULE_DIRS = ("/lib/x86_64-linux-gnu/security", "/usr/lib/x86_64-linux-gnu/security",
                "/lib/aarch64-linux-gnu/security", "/usr/lib/aarch64-linux-gnu/security",
@@ -31,18 +31,12 @@ MODULE_DIRS = ("/lib/x86_64-linux-gnu/security", "/usr/lib/x86_64-linux-gnu/secu
 PAM_DIR = Path("/etc/pam.d")
 
 
-def unavailable(message: str) -> None:
-    if STRICT:
-        pytest.fail(message + " and RADIUSD_TEST_STRICT=1 forbids skipping")
-    pytest.skip(message)
-
-
 def pam_radius_module() -> str:
     for directory in MODULE_DIRS:
         path = Path(directory) / "pam_radius_auth.so"
         if path.exists():
             return str(path)
-    unavailable("pam_radius_auth.so is not installed (apt-get install libpam-radius-auth)")
+    missing("pam_radius_auth.so is not installed (apt-get install libpam-radius-auth)")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +45,7 @@ def pam(tmp_path_factory):
     pamtester = need_program("pamtester")
     module = pam_radius_module()
     if not os.access(PAM_DIR, os.W_OK):
-        unavailable(f"{PAM_DIR} is not writable (the PAM test needs root)")
+        missing(f"{PAM_DIR} is not writable (the PAM test needs root)")
     directory = tmp_path_factory.mktemp("pam")
     nas = [{"name": "pam", "address": "127.0.0.1/32", "secret": SECRET.decode(), "mfa_mode": "challenge",
             "require_message_authenticator": False}]
