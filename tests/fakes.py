@@ -31,6 +31,7 @@ from radiusd.plugin import hookimpl
 from radiusd.protocol import AuthProtocol
 from tests.support import DICTIONARY
 
+PASSWORD = "correct-horse-battery"  # a user's password wherever one is needed
 SECRET = b"protocol-secret-0123"
 OTHER_SECRET = b"some-other-secret-456"
 NAS1 = ("192.0.2.10", 40000)          # requires Message-Authenticator
@@ -172,7 +173,7 @@ class RecordingPlugin:
 
 # -- requests and users as the hooks see them -----------------------------------------------------------
 
-def auth_request(user: str | None = "bob", password: bytes | str | None = b"correct-horse-battery", *,
+def auth_request(user: str | None = "bob", password: bytes | str | None = PASSWORD, *,
                  nas: str = "nas1", mfa_mode: str = "challenge", state: bytes | None = None,
                  auth_type: str = "pap", **fields) -> AuthRequest:
     """An ``AuthRequest`` as ``packets.decode_access_request`` would give it."""
