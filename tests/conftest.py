@@ -154,7 +154,8 @@ class World:
 @pytest.fixture
 def make_world(tmp_path, monkeypatch):
     """Factory: ``make_world(now, **sections)`` builds a World whose clock starts at ``now``; the
-    sections are the config's (a seed key and a SQLite database in tmp_path are given)."""
+    sections override keys of the config's (a seed key and a SQLite database in tmp_path, two
+    auth threads, ``[mfa] required = false``, as ``write_config`` gives)."""
     built = []
 
     def make(now: float = 1_800_000_015.0, **sections) -> World:
@@ -166,8 +167,11 @@ def make_world(tmp_path, monkeypatch):
         seed = tmp_path / "seed.key"
         if not seed.exists():
             write_seed_key(seed)
-        config = Config.model_validate({"security": {"seed_key": {"file": str(seed)}}, "database": {"url": url},
-                                        "server": {"auth_threads": 2}, **sections})
+        settings = {"security": {"seed_key": {"file": str(seed)}}, "database": {"url": url},
+                    "server": {"auth_threads": 2}, "mfa": {"required": False}}
+        for name, values in sections.items():
+            settings.setdefault(name, {}).update(values)
+        config = Config.model_validate(settings)
         monkeypatch.setattr(service_module, "time", SimpleNamespace(time=clock))
         built.append(World(service_module.build_runtime(config), clock))
         return built[-1]

@@ -17,10 +17,11 @@ from radiusd.hookspecs import PROJECT, RadiusdSpec
 from radiusd.pipeline import (RESUME_GRACE_SECONDS, UNSUPPORTED, Pipeline, cap_session_timeout, framed_ip_value,
                               split_appended_code)
 from radiusd.plugin import Factor, PluginContext
+from tests import fakes
 from tests.fakes import Clock, RecordingPlugin, auth_request, local_user
 
 T0 = 1_800_000_000.0
-PASSWORD = b"correct-horse-battery"
+PASSWORD = fakes.PASSWORD.encode()
 STATE = b"S" * 20
 BOB = local_user("bob")
 
@@ -55,7 +56,7 @@ def pipeline_of(*plugins: RecordingPlugin, required: bool = False, clock: Clock 
         manager.register(plugin, name=plugin.name)
     context = PluginContext(config=Config.model_validate({"mfa": {"required": required}}), database=None,
                             dictionary=None, hasher=Hasher(), metrics=None, seed_key=None,
-                            clock=clock or Clock(T0), challenges=Challenges(), services=None)
+                            clock=clock or Clock(T0), challenges=Challenges(), services=None, bulkheads=None)
     return Pipeline(manager, context)
 
 
