@@ -31,8 +31,8 @@ from tests.integration.test_totp import (
     settle,
     start_all,
 )
+from tests.fakes import Provider
 from tests.support import SECRET, ServerProcess, admin, wait_for, write_config
-from tests.unit.test_sms import Provider
 
 CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 PHONES = {  # user -> stored E.164 number (each user its own, to tell spool lines apart)
