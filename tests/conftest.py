@@ -18,9 +18,7 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, users
 from radiusd.services.factory import Services
 from tests.fakes import PASSWORD, Clock
-from tests.support import RadiusClient, ServerProcess, admin, write_config, write_seed_key
-
-PG_ADMIN_URL = os.environ.get("RADIUSD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests.support import PG_ADMIN_URL, RadiusClient, ServerProcess, admin, write_config, write_seed_key
 
 
 def _postgres_database():

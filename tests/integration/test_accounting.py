@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -29,11 +28,15 @@ from tests.fakes import Clock
 from tests.support import (
     DICTIONARY,
     SECRET,
+    AcctClient,
     RadiusClient,
     ServerProcess,
     admin,
+    drop_database,
     free_port,
     need_program,
+    serving,
+    session_row,
     wait_for,
     write_config,
 )
@@ -43,47 +46,8 @@ SWEEP = 0.3
 
 # -- helpers -------------------------------------------------------------------------------------
 
-class AcctClient(RadiusClient):
-    """The test RADIUS client, sending Accounting-Requests (pyrad builds them and verifies replies)."""
-
-    def accounting_request(self, status: str, session: str | None = None, **attributes) -> pyrad_packet.AcctPacket:
-        request = pyrad_packet.AcctPacket(code=pyrad_packet.AccountingRequest, secret=self.secret,
-                                          dict=DICTIONARY, id=secrets.randbelow(256))
-        request["Acct-Status-Type"] = status
-        if session is not None:
-            request["Acct-Session-Id"] = session
-        for name, value in attributes.items():
-            request[name.replace("_", "-")] = value
-        return request
-
-    def account(self, status: str, session: str | None = None, **attributes) -> bytes:
-        """Send one Accounting-Request; the verified Accounting-Response's bytes."""
-        return self.send(self.accounting_request(status, session, **attributes))[1].raw_packet
-
-    def expect_no_answer(self, request, wait: float = 0.6) -> None:
-        self.send_raw(request.RequestPacket())
-        self.expect_silence(wait)
-
-
-def session_row(database: Database, session_id: str):
-    with database.engine.connect() as conn:
-        return conn.execute(select(sessions).where(sessions.c.session_id == session_id)).first()
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
-
-
-@contextmanager
-def serving(config, directory):
-    """``radiusd serve`` on ``config``, with ``.database`` opened on its database for the test."""
-    process = ServerProcess(config, directory / "radiusd.log").start()
-    process.database = Database(process.settings["database"]["url"], pool_size=2)
-    try:
-        yield process
-    finally:
-        process.stop()
-        process.database.dispose()
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -264,8 +228,6 @@ def test_radclient_start_interim_stop(server, client):
 
 
 def test_request_that_cannot_be_recorded_gets_no_response(postgres_url, make_server):
-    from tests.integration.test_lifecycle import drop_database
-
     server = make_server(postgres_url, sections={"server": {"acct_port": free_port()}})
     nas = AcctClient(server.settings["server"]["acct_port"])
     try:

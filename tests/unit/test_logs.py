@@ -14,9 +14,8 @@ from twisted.python.failure import Failure
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events
 from radiusd.logs import FailureLog, make_observer, to_json_line
-from tests.conftest import PG_ADMIN_URL
 from tests.fakes import Clock
-from tests.support import SECRET, admin
+from tests.support import PG_ADMIN_URL, SECRET, admin
 
 PASSWORD = "Correct-Horse-7731"
 WRONG_PASSWORD = "Wrong-Battery-4410"
