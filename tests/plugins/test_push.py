@@ -42,13 +42,20 @@ def held(world, name: str, **kwargs) -> tuple[AuthRequest, PushPending]:
     return sent, decision
 
 
+def pushed(world, name: str, **fields) -> tuple[int, AuthRequest, PushPending, dict]:
+    """A user with an activated app who logged in on an append-mode NAS: their id, the request,
+    the held decision and the push request their phone shows."""
+    user_id = world.add_user(name, **fields)
+    world.activate(name)
+    sent, pending = held(world, name)
+    [push] = pending_for(world, user_id)
+    return user_id, sent, pending, push
+
+
 def test_append_mode_push_is_held_until_approved_then_accepted_with_reply_attributes(world):
-    user_id = world.add_user("alice", framed_ip_address="10.0.0.7")
-    world.activate("alice")
-    sent, pending = held(world, "alice")
+    user_id, sent, pending, push = pushed(world, "alice", framed_ip_address="10.0.0.7")
     assert world.auth_events("alice") == []  # post_auth waits for the final decision
     assert world.runtime.pipeline.resume(sent, pending) is None
-    [push] = pending_for(world, user_id)
     assert push["calling_station_id"] == "02-00-00-00-00-01" and push["nas"] == "nas1"
     decide(world, push["push_id"], user_id, True)
     decision = world.runtime.pipeline.resume(sent, pending)
@@ -58,10 +65,7 @@ def test_append_mode_push_is_held_until_approved_then_accepted_with_reply_attrib
 
 
 def test_an_approved_push_is_refused_when_the_user_was_blocked_meanwhile(world):
-    user_id = world.add_user("carol")
-    world.activate("carol")
-    sent, pending = held(world, "carol")
-    [push] = pending_for(world, user_id)
+    user_id, sent, pending, push = pushed(world, "carol")
     world.services().blocks.block("carol", permanent=True, reason="lost laptop")
     decide(world, push["push_id"], user_id, True)
     assert world.runtime.pipeline.resume(sent, pending).reason == Reason.BLOCKED
@@ -69,10 +73,7 @@ def test_an_approved_push_is_refused_when_the_user_was_blocked_meanwhile(world):
 
 
 def test_a_denied_push_is_rejected_as_push_denied_and_counts_a_failure(world):
-    user_id = world.add_user("bob")
-    world.activate("bob")
-    sent, pending = held(world, "bob")
-    [push] = pending_for(world, user_id)
+    user_id, sent, pending, push = pushed(world, "bob")
     decide(world, push["push_id"], user_id, False)
     assert world.runtime.pipeline.resume(sent, pending) == Reject(Reason.PUSH_DENIED, "push")
     assert world.failures("bob") == 1
