@@ -20,9 +20,7 @@ import time
 import urllib.error
 import urllib.request
 
-import pyotp
 import pytest
-from pyrad import packet as pyrad_packet
 
 from radiusd.config import load_config
 from radiusd.crypto import PasswordHasher
@@ -36,9 +34,9 @@ from radiusd.plugins.ldap_users import LdapSection
 from radiusd.services.users import UserService
 from tests.ldap_fixture import (GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, USERS, Slapd, user_dn)
 from tests.faultproxy import FaultProxy, upstream_of
-from tests.support import BIN, RadiusClient, ServerProcess, admin, free_port, write_config
+from tests.support import (ACCEPT, REJECT, BIN, RadiusClient, ServerProcess, admin, answer, challenge_state, decisions,
+                           enrol_verified, free_port, login, write_config)
 
-ACCEPT, REJECT, CHALLENGE = pyrad_packet.AccessAccept, pyrad_packet.AccessReject, pyrad_packet.AccessChallenge
 ORDER = ["account_state", "local_users", "ldap_users", "totp", "sms_otp", "audit"]
 LOCAL_PASSWORD = "local-erin-password"
 GROUP_REPLY_ATTRIBUTES = {
@@ -195,36 +193,6 @@ def server(slapd, tmp_path_factory):
 @pytest.fixture
 def client(server, radius_client):
     return radius_client(server.auth_port)
-
-
-def login(client, username: str, password: str):
-    return client.send(client.access_request(username, password))[1]
-
-
-def answer(client, username: str, state: bytes, code: str):
-    request = client.access_request(username, code)
-    request["State"] = state
-    return client.send(request)[1]
-
-
-def challenge_state(reply) -> bytes:
-    assert reply.code == CHALLENGE, f"expected Access-Challenge, got code {reply.code}"
-    return reply["State"][0]
-
-
-def enrol_verified(config, username: str) -> pyotp.TOTP:
-    """``radiusd-admin otp enroll``, then ``otp verify`` with the previous step's code, so the
-    current step's code is still fresh for the login."""
-    document = json.loads(admin(config, "otp", "enroll", username).stdout)
-    app = pyotp.parse_uri(document["otpauth_uri"])
-    if 30 - time.time() % 30 < 3:  # too close to the next step: wait for it
-        time.sleep(30 - time.time() % 30 + 0.05)
-    assert json.loads(admin(config, "otp", "verify", username, app.at(time.time() - 30)).stdout)["valid"]
-    return app
-
-
-def decisions(server: ServerProcess, reason: str) -> float:
-    return server.metric("radiusd_auth_decisions_total", reason=reason)
 
 
 def stored(server: ServerProcess, username: str):

@@ -22,7 +22,7 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import users
 from radiusd.plugin import hook_names
 from radiusd.services.nas import NasService
-from tests.support import BIN, SECRET, ServerProcess, admin, write_config
+from tests.support import BIN, SECRET, ServerProcess, admin, drop_database, write_config
 
 PASSWORD = "Correct-Horse-7731"
 LOCAL_SECRET = "local-secret-0123456789"
@@ -318,16 +318,6 @@ def test_sighup_with_a_broken_config_keeps_the_old_nas_list(make_server, radius_
 
 
 # -- ops site ----------------------------------------------------------------------------------
-
-def drop_database(url: str) -> None:
-    import psycopg
-
-    from tests.conftest import PG_ADMIN_URL
-
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
 
 def test_livez_readyz_and_metrics(make_server):
     server = make_server()

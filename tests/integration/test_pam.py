@@ -17,13 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_totp import (
-    PASSWORD,
-    Deltas,
-    Provisioner,
-    settle,
-)
-from tests.support import SECRET, STRICT, ServerProcess, admin, need_program, write_config
+from tests.support import (PASSWORD, SECRET, STRICT, Deltas, Provisioner, ServerProcess, admin, need_program,
+                           settle, write_config)
 
 MODULE_DIRS = ("/lib/x86_64-linux-gnu/security", "/usr/lib/x86_64-linux-gnu/security",
                "/lib/aarch64-linux-gnu/security", "/usr/lib/aarch64-linux-gnu/security",
