@@ -109,7 +109,7 @@ def test_a_free_worker_always_takes_a_job_even_after_a_stall_inflated_the_servic
 def test_the_service_time_is_a_moving_average_of_what_jobs_took(monkeypatch):
     import radiusd.admission as admission
 
-    ticks = iter([0.0, 0.2, 10.0, 10.4])
+    ticks = iter([0.0, 0.2, 0.2, 10.0, 10.4, 10.4])  # each job: start, end, and its completion
     monkeypatch.setattr(admission, "perf_counter", lambda: next(ticks))
     pool, clock = HeldPool(), Clock(1000.0)
     work = queue(pool, clock)
@@ -118,3 +118,22 @@ def test_the_service_time_is_a_moving_average_of_what_jobs_took(monkeypatch):
     assert work.service_seconds == pytest.approx(0.2)  # the first measurement is taken as it is
     pool.run_next()
     assert work.service_seconds == pytest.approx(0.2 + 0.1 * (0.4 - 0.2))
+
+
+def test_while_jobs_wait_the_estimate_follows_the_pools_real_throughput(monkeypatch):
+    """Two threads that each take 0.1 s but complete one job every 0.2 s between them (the GIL,
+    other processes): the queue ahead is priced at 0.2 s a job, not 0.05."""
+    import radiusd.admission as admission
+
+    now = [0.0]
+    monkeypatch.setattr(admission, "perf_counter", lambda: now[0])
+    pool, clock = HeldPool(), Clock()
+    work = queue(pool, clock, threads=2, target_seconds=100.0)
+    for _ in range(8):
+        work.submit(lambda: now.__setitem__(0, now[0] + 0.1))
+    for _ in range(5):
+        pool.run_next()  # each run advances the clock 0.1 s; completions land 0.2 s apart below
+        now[0] += 0.1
+    assert work.gap_seconds == pytest.approx(0.2)
+    assert work.expected_seconds() == pytest.approx(3 * 0.2 + 0.1)
+
