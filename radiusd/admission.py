@@ -2,9 +2,11 @@
 
 An unbounded thread-pool queue turns overload into collapse: every request waits behind the
 ones before it, they all miss their deadline, the NAS retransmits, and the server ends up
-doing nothing but work nobody waits for any more. ``WorkQueue`` instead measures how long a
-job takes (a moving average of its service time) and admits a new job only when the jobs
-ahead of it and itself can be done within ``target_seconds`` and before the job's deadline;
+doing nothing but work nobody waits for any more. ``WorkQueue`` instead measures how fast jobs
+get done (moving averages of a job's run time and, while jobs wait, of the time between two
+completions: the pool's real throughput, GIL and other processes included) and admits a new job
+only when the jobs ahead of it and itself can be done within ``target_seconds`` and before the
+job's deadline;
 the rest are refused at once (``Overloaded``), which costs nothing. A job whose deadline has
 passed by the time a worker takes it is not started (``Expired``).
 
@@ -45,10 +47,13 @@ class WorkQueue:
         self.clock = clock  # the deadlines' clock: epoch seconds, read in the worker too
         self.pending = 0  # admitted and not finished: queued or running
         self.service_seconds = 0.0  # moving average of one job's run time
+        self.gap_seconds = 0.0  # moving average of the time between completions while jobs wait
+        self.last_finished: float | None = None
 
     def expected_seconds(self) -> float:
         """How long a job admitted now would take to finish: the queue ahead, then itself."""
-        return (self.pending / self.threads + 1) * self.service_seconds
+        per_job = self.gap_seconds or self.service_seconds / self.threads
+        return self.pending * per_job + self.service_seconds
 
     def too_late(self, deadline: float) -> bool:
         """Whether the queue ahead is more than can be done within the target or the deadline.
@@ -56,6 +61,14 @@ class WorkQueue:
         measured during a stall (a few very slow jobs) can never stop admission altogether."""
         expected = self.expected_seconds()
         return expected > self.target_seconds or self.clock() + expected > deadline
+
+    def measure(self, took: float) -> None:
+        """A job ran for ``took`` seconds and just finished (on the reactor)."""
+        now = perf_counter()
+        if self.pending > self.threads and self.last_finished is not None:  # saturated: jobs were waiting
+            self.gap_seconds = moving_average(self.gap_seconds, now - self.last_finished)
+        self.last_finished = now
+        self.service_seconds = moving_average(self.service_seconds, took)
 
     def submit(self, job: Callable, *args, deadline: float = float("inf")) -> Deferred:
         result: Deferred = Deferred()
@@ -77,9 +90,9 @@ class WorkQueue:
             self.reactor.callFromThread(finish, outcome, value, took)
 
         def finish(succeeded: bool, value, took: float | None) -> None:
-            self.pending -= 1
             if took is not None:
-                self.service_seconds += SMOOTHING * (took - self.service_seconds) if self.service_seconds else took
+                self.measure(took)
+            self.pending -= 1
             if succeeded:
                 result.callback(value)
             else:
@@ -87,3 +100,8 @@ class WorkQueue:
 
         self.pool.callInThread(run)
         return result
+
+
+def moving_average(average: float, sample: float) -> float:
+    """The exponentially weighted average with ``sample`` added; the first sample as it is."""
+    return average + SMOOTHING * (sample - average) if average else sample

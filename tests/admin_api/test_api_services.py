@@ -25,14 +25,7 @@ from radiusd.services.blocks import BlockService
 from radiusd.services.nas import NasService, list_key
 from radiusd.services.otp import OtpService
 from radiusd.services.users import UserService
-
-
-class Clock:
-    def __init__(self):
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import Clock
 
 
 @pytest.fixture
@@ -50,7 +43,7 @@ def seed_key():
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(time.time())
 
 
 @pytest.fixture

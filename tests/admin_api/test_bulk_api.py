@@ -15,7 +15,7 @@ from radiusd.admin_api.import_jobs import SYNC_MAX_HASHES, SYNC_MAX_ROWS
 from radiusd.admin_api.request import MAX_BODY_BYTES
 from radiusd.config import SecuritySection
 from radiusd.crypto import PasswordHasher
-from tests.admin_api.conftest import PASSWORD, assert_problem
+from tests.support import PASSWORD, assert_problem
 
 IMPORT = "/api/v1/users/import"
 ACCEPT, REJECT = 2, 3

@@ -10,7 +10,7 @@ import urllib.request
 from sqlalchemy import create_engine, select
 
 from radiusd.db.tables import api_clients, api_tokens, otp_enrolments, users
-from tests.admin_api.conftest import PASSWORD, assert_problem, enrolled_user
+from tests.support import PASSWORD, assert_problem, enrolled_user
 
 MIB = 1024 * 1024
 

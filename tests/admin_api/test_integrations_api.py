@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from tests.support import PASSWORD, assert_problem, enrolled_user
 
-from tests.admin_api.conftest import PASSWORD, assert_problem, enrolled_user
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.admin_api.conftest import (
-    Api,
-    activated_user,
-    assert_problem,
-    enrolment_for,
-    start_api_server,
-    step_start,
-    totp_of,
-)
-from tests.support import admin
+from tests.support import (Api, activated_user, admin, assert_problem, enrolment_for, start_api_server, step_start,
+                           totp_of)
 
 ACTIVATIONS_PER_ADDRESS = 40
 

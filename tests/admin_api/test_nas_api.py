@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.admin_api.conftest import PASSWORD, assert_problem
-from tests.support import RadiusClient
+from tests.support import PASSWORD, RadiusClient, assert_problem
 
 NAS_SECRET = "api-nas-secret-0123456789"
 ROTATED = "api-nas-rotated-0123456789"

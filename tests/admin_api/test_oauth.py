@@ -9,8 +9,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import create_engine, select, update
 
 from radiusd.db.tables import api_clients, api_tokens
-from tests.admin_api.conftest import assert_problem
-from tests.support import admin
+from tests.support import admin, assert_problem
 
 GRANT = {"grant_type": "client_credentials"}
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
+from tests.support import PASSWORD, assert_problem, enrolled_user, start_api_server
 
-from tests.admin_api.conftest import PASSWORD, assert_problem, enrolled_user, start_api_server
 
 
 def test_api_round_trip_on_postgresql(postgres_url, tmp_path):

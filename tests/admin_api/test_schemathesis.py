@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from radiusd.admin_api import openapi_document
-from tests.admin_api.conftest import start_api_server
+from tests.support import start_api_server
 
 EXAMPLES_PER_OPERATION = 25
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,

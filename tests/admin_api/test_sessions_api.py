@@ -9,10 +9,8 @@ import time
 
 import pytest
 
-from tests.admin_api.conftest import PASSWORD, assert_problem, start_api_server
-from tests.integration.test_accounting import AcctClient
-from tests.integration.test_disconnect import FakeNas, session_id
-from tests.support import SECRET, free_port, wait_for
+from tests.support import (PASSWORD, SECRET, AcctClient, FakeNas, assert_problem, free_port, session_id,
+                           start_api_server, wait_for)
 
 SOURCE = "127.0.0.3"
 SPEC_FIELDS = {"session_id", "nas", "framed_ip_address", "calling_station_id", "nas_port", "started_at",

@@ -1,8 +1,8 @@
 """SoftOTP enrolments and remote configuration through the API."""
 
 from __future__ import annotations
+from tests.support import assert_problem, enrolled_user, step_start, totp_of
 
-from tests.admin_api.conftest import assert_problem, enrolled_user, step_start, totp_of
 
 
 def test_enroll_verify_list_and_delete(admin_api):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from tests.support import PASSWORD, assert_problem
 
-from tests.admin_api.conftest import PASSWORD, assert_problem
 
 NEW_PASSWORD = "Battery-Staple-9902"
 

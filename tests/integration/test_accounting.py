@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -25,14 +24,18 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, sessions, users
 from radiusd.disconnect import ACK, NAK, DisconnectResult
 from radiusd.services.sessions import SessionService
+from tests.fakes import Clock
 from tests.support import (
     DICTIONARY,
     SECRET,
-    RadiusClient,
+    AcctClient,
     ServerProcess,
     admin,
+    drop_database,
     free_port,
     need_program,
+    serving,
+    session_row,
     wait_for,
     write_config,
 )
@@ -42,47 +45,8 @@ SWEEP = 0.3
 
 # -- helpers -------------------------------------------------------------------------------------
 
-class AcctClient(RadiusClient):
-    """The test RADIUS client, sending Accounting-Requests (pyrad builds them and verifies replies)."""
-
-    def accounting_request(self, status: str, session: str | None = None, **attributes) -> pyrad_packet.AcctPacket:
-        request = pyrad_packet.AcctPacket(code=pyrad_packet.AccountingRequest, secret=self.secret,
-                                          dict=DICTIONARY, id=secrets.randbelow(256))
-        request["Acct-Status-Type"] = status
-        if session is not None:
-            request["Acct-Session-Id"] = session
-        for name, value in attributes.items():
-            request[name.replace("_", "-")] = value
-        return request
-
-    def account(self, status: str, session: str | None = None, **attributes) -> bytes:
-        """Send one Accounting-Request; the verified Accounting-Response's bytes."""
-        return self.send(self.accounting_request(status, session, **attributes))[1].raw_packet
-
-    def expect_no_answer(self, request, wait: float = 0.6) -> None:
-        self.send_raw(request.RequestPacket())
-        self.expect_silence(wait)
-
-
-def session_row(database: Database, session_id: str):
-    with database.engine.connect() as conn:
-        return conn.execute(select(sessions).where(sessions.c.session_id == session_id)).first()
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
-
-
-@contextmanager
-def serving(config, directory):
-    """``radiusd serve`` on ``config``, with ``.database`` opened on its database for the test."""
-    process = ServerProcess(config, directory / "radiusd.log").start()
-    process.database = Database(process.settings["database"]["url"], pool_size=2)
-    try:
-        yield process
-    finally:
-        process.stop()
-        process.database.dispose()
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -263,8 +227,6 @@ def test_radclient_start_interim_stop(server, client):
 
 
 def test_request_that_cannot_be_recorded_gets_no_response(postgres_url, make_server):
-    from tests.integration.test_lifecycle import drop_database
-
     server = make_server(postgres_url, sections={"server": {"acct_port": free_port()}})
     nas = AcctClient(server.settings["server"]["acct_port"])
     try:
@@ -283,11 +245,9 @@ def test_request_that_cannot_be_recorded_gets_no_response(postgres_url, make_ser
 def store(database_url):
     database = Database(database_url, pool_size=2)
     migrate.upgrade(database)
-    clock = [time.time()]
     service = SessionService(database, AccountingSection(stale_after_intervals=2, default_interim_seconds=60,
                                                          session_retention_days=1),
-                             clock=lambda: clock[0], actor="test")
-    service.now_value = clock
+                             clock=Clock(time.time()), actor="test")
     yield service
     database.dispose()
 
@@ -298,7 +258,7 @@ def accounting(status: str, session: str = "S", *, at: float, **values) -> Accou
 
 
 def test_store_upserts_in_any_order_and_counts_never_go_back(store):
-    now = store.now_value[0]
+    now = store.clock()
     store.record(accounting("stop", at=now + 20, user_name="ann", input_octets=2 ** 40, output_octets=9,
                             terminate_cause="Lost-Carrier", session_time=20))
     store.record(accounting("interim_update", at=now + 10, user_name="ann", input_octets=10, output_octets=99,
@@ -313,7 +273,7 @@ def test_store_upserts_in_any_order_and_counts_never_go_back(store):
 
 
 def test_store_marks_stale_purges_old_and_counts_active(store):
-    now = store.now_value[0]
+    now = store.clock()
     store.record(accounting("start", "fresh", at=now, user_name="bea"))
     store.record(accounting("start", "quiet", at=now - 200, user_name="bea"))  # 2 × 60 s without news
     store.record(accounting("stop", "old", at=now - 3 * 86400, user_name="bea"))
@@ -326,7 +286,7 @@ def test_store_marks_stale_purges_old_and_counts_active(store):
 
 
 def test_store_accounting_off_closes_that_sources_sessions(store):
-    now = store.now_value[0]
+    now = store.clock()
     store.record(accounting("start", "a", at=now, user_name="cy"))
     store.record(AccountingRequest(nas="nas1", source="192.0.2.99", status_type="start", session_id="b",
                                    user_name="cy", received_at=now))
@@ -337,7 +297,7 @@ def test_store_accounting_off_closes_that_sources_sessions(store):
 
 
 def test_store_records_disconnect_results(store):
-    now = store.now_value[0]
+    now = store.clock()
     store.record(accounting("start", "one", at=now, user_name="dee"))
     store.record(accounting("start", "two", at=now, user_name="dee"))
     targets, unreachable = store._targets("dee")
@@ -362,7 +322,7 @@ def test_store_records_disconnect_results(store):
 
 
 def test_store_expiry_is_acted_on_once_and_again_after_an_extension(store):
-    now = datetime.fromtimestamp(store.now_value[0], timezone.utc)
+    now = datetime.fromtimestamp(store.clock(), timezone.utc)
     with store.database.writer.begin() as conn:
         conn.execute(insert(users).values(username="eve", enabled=True, reply_attributes=[], created_at=now,
                                           updated_at=now, expires_at=now - timedelta(minutes=1)))
@@ -370,7 +330,7 @@ def test_store_expiry_is_acted_on_once_and_again_after_an_extension(store):
     assert store.expire_users() == []
     with store.database.writer.begin() as conn:  # extended, then expired again
         conn.execute(update(users).values(expires_at=now + timedelta(seconds=30)))
-    store.now_value[0] += 60
+    store.clock.advance(60)
     assert store.expire_users() == ["eve"]
     with store.database.engine.connect() as conn:
         count = len(conn.execute(select(audit_events).where(audit_events.c.type == "expired")).all())

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pyrad import packet as pyrad_packet
 
-from tests.conftest import PG_ADMIN_URL
-from tests.support import DICTIONARY, RadiusClient, SECRET, ServerProcess, add_users, admin, wait_for, write_config
+from tests.support import (DICTIONARY, PG_ADMIN_URL, RadiusClient, SECRET, ServerProcess, add_users, admin, wait_for,
+                           write_config)
 
 PASSWORD = "correct-horse-battery"
 ACCEPT, REJECT = pyrad_packet.AccessAccept, pyrad_packet.AccessReject

@@ -9,9 +9,7 @@ from ``[lockout]``), so tests that need others change them there and put them ba
 from __future__ import annotations
 
 import json
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlparse
 
@@ -28,6 +26,7 @@ from radiusd.dictionary import RadiusDictionary
 from radiusd.services.blocks import BlockService
 from radiusd.services.otp import OtpService
 from radiusd.services.users import UserService
+from tests.fakes import race
 from tests.support import RadiusClient, ServerProcess, admin, wait_for, write_config
 
 PASSWORD = "correct-horse-battery"
@@ -260,16 +259,10 @@ def test_twenty_concurrent_wrong_passwords_from_twenty_sockets_block_exactly_onc
         server, store, radius_client):
     store.add("connie")
     clients = [radius_client(server.auth_port) for _ in range(20)]
-    barrier = threading.Barrier(20)
+    requests = [client.access_request("connie", WRONG) for client in clients]
     before = counters(server)
-
-    def attempt(client):
-        request = client.access_request("connie", WRONG)
-        barrier.wait(timeout=10)
-        return client.send(request)[1].code
-
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        codes = list(pool.map(attempt, clients))
+    codes, errors = race(20, lambda index: clients[index].send(requests[index])[1].code)
+    assert not errors, errors
     assert codes == [REJECT] * 20
     moved = delta(server, before)
     assert moved["lockouts"] == 1

@@ -11,11 +11,7 @@ The server path (automatic lockout, the expiry sweep: the Twisted client) and th
 from __future__ import annotations
 
 import json
-import secrets
-import socket
-import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -24,74 +20,11 @@ from sqlalchemy import select, update
 
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, sessions, users
-from tests.integration.test_accounting import AcctClient, serving, session_row
-from tests.support import DICTIONARY, SECRET, RadiusClient, admin, free_port, wait_for, write_config
+from tests.support import (SECRET, AcctClient, FakeNas, RadiusClient, admin, free_port, serving, session_id, session_row,
+                           wait_for, write_config)
 
 PASSWORD = "correct-horse-battery"
 TIMEOUT = 0.2  # disconnect_timeout_seconds: tries at 0, 0.2 and 0.6 s, timeout at 1.4 s
-
-
-@dataclass
-class Received:
-    packet: pyrad_packet.CoAPacket
-    data: bytes
-    source: tuple
-
-
-class FakeNas:
-    """A NAS's Disconnect listener (RFC 5176 §2.1) on ``host``; see the module docstring."""
-
-    def __init__(self, host: str = "127.0.0.1", secret: bytes = SECRET):
-        self.secret = secret
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.received: list[Received] = []
-        self.problems: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, source = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            request = pyrad_packet.CoAPacket(secret=self.secret, dict=DICTIONARY, packet=data)
-            if request.code != pyrad_packet.DisconnectRequest or not request.VerifyCoARequest() or \
-                    not request.message_authenticator or not request.verify_message_authenticator():
-                self.problems.append(f"unverifiable packet code {request.code} from {source}")
-                continue
-            self.received.append(Received(request, data, source))
-            mode = request["Acct-Session-Id"][0].split("-", 1)[0]
-            if mode == "SIL":
-                continue
-            reply = request.CreateReply()
-            if mode == "NAK":
-                reply.code = pyrad_packet.DisconnectNAK
-                reply["Error-Cause"] = "Session-Context-Not-Found"
-            reply.add_message_authenticator()
-            self.sock.sendto(reply.ReplyPacket(), source)
-
-    def requests_for(self, session_id: str) -> list[Received]:
-        return [item for item in self.received if item.packet["Acct-Session-Id"] == [session_id]]
-
-    def wait_for(self, session_id: str, count: int = 1, timeout: float = 10) -> list[Received]:
-        wait_for(lambda: len(self.requests_for(session_id)) >= count, timeout=timeout)
-        return self.requests_for(session_id)
-
-
-def session_id(mode: str) -> str:
-    return f"{mode}-{secrets.token_hex(4)}"
 
 
 def audit(database: Database, username: str, type: str = "session") -> list:

@@ -218,3 +218,53 @@ def test_a_black_holed_database_at_start_up_ends_the_process_in_bounded_time_wit
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("radiusd: database unreachable: "), result.stderr
+
+
+def failed_attempts(postgres_url: str, username: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT failed_attempts FROM users WHERE username = :name"),
+                                {"name": username}).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_retransmissions_during_a_slow_database_count_once_and_get_the_cached_reply(
+        proxy, postgres_url, make_server):
+    """SPEC §3.2: retransmissions never count. A wrong password sent three times 3 s apart (a NAS
+    retrying) while every database round trip takes 0.6 s: one failure counted at most, one audit
+    row at most, and every reply the NAS gets is the same Reject — never a second piece of work."""
+    server = make_server(through(proxy, postgres_url), sections={
+        "server": {"request_budget_seconds": 4, "reject_delay_seconds": 0}})
+    add_users(server.config_path, {"alice": []}, PASSWORD)
+    client = RadiusClient(server.auth_port, timeout=3)
+    try:
+        request = client.access_request("alice", "a-wrong-password")
+        wire = request.RequestPacket()
+        proxy.delay(0.6)
+        replies = []
+        for _ in range(3):
+            client.send_raw(wire)
+            try:
+                replies.append(client.receive(request, wire))
+            except TimeoutError:
+                pass
+        proxy.pass_()
+        client.sock.settimeout(8)
+        if not replies:  # the first copy may finish after the last retry left
+            try:
+                replies.append(client.receive(request, wire))
+            except TimeoutError:
+                pass
+    finally:
+        client.close()
+    assert {reply.code for reply in replies} <= {pyrad_packet.AccessReject}
+    assert failed_attempts(postgres_url, "alice") <= 1
+    decided = server.metric("radiusd_auth_decisions_total", reason="bad_password")
+    assert decided <= 1
+    assert decided == (1 if replies else 0)  # a failure is counted only for a request that was answered
+    if replies:
+        assert server.metric("radiusd_duplicate_requests_total", client="test") >= len(replies) - 1

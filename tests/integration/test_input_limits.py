@@ -15,8 +15,7 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import CUT_MARKER, audit_events, fit, fitted, push_requests, sessions, users, utcnow
 from radiusd.services.audit import record_event
 from radiusd.services.push import PushService
-from tests.integration.test_accounting import AcctClient
-from tests.support import add_users, free_port
+from tests.support import AcctClient, add_users, free_port
 
 MAX = 253  # octets in one RADIUS attribute value (RFC 2865 §5)
 PASSWORD = "Correct-Horse-7731"

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import sqlite3
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 
-import pyotp
 import pytest
-from pyrad import packet as pyrad_packet
 
 from radiusd.config import load_config
 from radiusd.crypto import PasswordHasher
@@ -33,9 +33,10 @@ from radiusd.errors import BackendError
 from radiusd.plugins.ldap_users import LdapSection
 from radiusd.services.users import UserService
 from tests.ldap_fixture import (GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, USERS, Slapd, user_dn)
-from tests.support import BIN, ServerProcess, admin, free_port, write_config
+from tests.faultproxy import FaultProxy, upstream_of
+from tests.support import (ACCEPT, REJECT, BIN, RadiusClient, ServerProcess, admin, answer, challenge_state, decisions,
+                           enrol_verified, free_port, login, write_config)
 
-ACCEPT, REJECT, CHALLENGE = pyrad_packet.AccessAccept, pyrad_packet.AccessReject, pyrad_packet.AccessChallenge
 ORDER = ["account_state", "local_users", "ldap_users", "totp", "sms_otp", "audit"]
 LOCAL_PASSWORD = "local-erin-password"
 GROUP_REPLY_ATTRIBUTES = {
@@ -194,36 +195,6 @@ def client(server, radius_client):
     return radius_client(server.auth_port)
 
 
-def login(client, username: str, password: str):
-    return client.send(client.access_request(username, password))[1]
-
-
-def answer(client, username: str, state: bytes, code: str):
-    request = client.access_request(username, code)
-    request["State"] = state
-    return client.send(request)[1]
-
-
-def challenge_state(reply) -> bytes:
-    assert reply.code == CHALLENGE, f"expected Access-Challenge, got code {reply.code}"
-    return reply["State"][0]
-
-
-def enrol_verified(config, username: str) -> pyotp.TOTP:
-    """``radiusd-admin otp enroll``, then ``otp verify`` with the previous step's code, so the
-    current step's code is still fresh for the login."""
-    document = json.loads(admin(config, "otp", "enroll", username).stdout)
-    app = pyotp.parse_uri(document["otpauth_uri"])
-    if 30 - time.time() % 30 < 3:  # too close to the next step: wait for it
-        time.sleep(30 - time.time() % 30 + 0.05)
-    assert json.loads(admin(config, "otp", "verify", username, app.at(time.time() - 30)).stdout)["valid"]
-    return app
-
-
-def decisions(server: ServerProcess, reason: str) -> float:
-    return server.metric("radiusd_auth_decisions_total", reason=reason)
-
-
 def stored(server: ServerProcess, username: str):
     with sqlite3.connect(server.database) as conn:
         return conn.execute("SELECT source, password_hash FROM users WHERE username = ?", (username,)).fetchone()
@@ -367,6 +338,59 @@ def test_directory_down_or_hanging_drops_directory_users_but_not_local_ones(slap
     assert server.metric("radiusd_dropped_packets_total", reason="backend_error", client="test") == dropped + 1
     _, reply = client.send(client.access_request("local", LOCAL_PASSWORD))
     assert reply.code == ACCEPT, "local users do not need the directory"
+
+
+def local_login_seconds(client, logins: int = 9) -> float:
+    """The median time of ``logins`` local-user logins, one after the other."""
+    times = []
+    for _ in range(logins):
+        started = time.monotonic()
+        _, reply = client.send(client.access_request("local", LOCAL_PASSWORD))
+        assert reply.code == ACCEPT
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+def test_a_black_holed_directory_leaves_local_users_their_latency(slapd, make_server, radius_client):
+    """Bulkheads: directory users waiting on a server that never answers hold at most their share
+    of the auth threads, so local logins keep their latency (within 2x of normal)."""
+    with FaultProxy(upstream_of(slapd.url), lifetime=120) as proxy:
+        server = make_server(start=False, name="ldap-bulkhead", sections={
+            "ldap": ldap_settings(slapd, urls=[f"ldap://127.0.0.1:{proxy.port}"], connect_timeout_seconds=3,
+                                  receive_timeout_seconds=3),
+            "plugins": {"order": ORDER}, "server": {"auth_threads": 2}})
+        storage = Storage(server.config_path)
+        storage.users.create("local", {}, password=LOCAL_PASSWORD)
+        storage.database.dispose()
+        server.start(wait_for="/livez")
+        client = radius_client(server.auth_port)
+        normal = local_login_seconds(client)
+        proxy.black_hole()
+        stop = threading.Event()
+
+        def directory_logins():
+            nas = RadiusClient(server.auth_port, timeout=1)
+            try:
+                for _ in range(200):
+                    if stop.is_set():
+                        return
+                    nas.send_raw(nas.access_request("alice", USERS["alice"]).RequestPacket())
+                    stop.wait(0.2)
+            finally:
+                nas.close()
+
+        load = [threading.Thread(target=directory_logins, daemon=True) for _ in range(3)]
+        for thread in load:
+            thread.start()
+        try:
+            time.sleep(1)  # the directory requests are stuck by now
+            stalled = local_login_seconds(client)
+        finally:
+            stop.set()
+            for thread in load:
+                thread.join(10)
+    assert server.metric("radiusd_backend_errors_total", backend="ldap") > 0
+    assert stalled <= 2 * normal + 0.1, (normal, stalled)
 
 
 def test_ldaps_with_a_certificate_from_another_ca_is_a_backend_error_not_an_accept(slapd, make_server,

@@ -22,7 +22,7 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import users
 from radiusd.plugin import hook_names
 from radiusd.services.nas import NasService
-from tests.support import BIN, SECRET, ServerProcess, admin, wait_for, write_config
+from tests.support import BIN, SECRET, ServerProcess, admin, drop_database, wait_for, write_config
 
 PASSWORD = "Correct-Horse-7731"
 LOCAL_SECRET = "local-secret-0123456789"
@@ -385,16 +385,6 @@ def test_sighup_reads_the_extra_dictionaries_again_and_a_broken_one_keeps_the_ol
 
 
 # -- ops site ----------------------------------------------------------------------------------
-
-def drop_database(url: str) -> None:
-    import psycopg
-
-    from tests.conftest import PG_ADMIN_URL
-
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
 
 def test_livez_readyz_and_metrics(make_server):
     server = make_server()

@@ -6,18 +6,8 @@ from __future__ import annotations
 import shutil
 import time
 
-from tests.integration.test_totp import (
-    ACCEPT,
-    REJECT,
-    Deltas,
-    Provisioner,
-    answer,
-    challenge_state,
-    login,
-    settle,
-    start_all,
-)
-from tests.support import SECRET
+from tests.support import (ACCEPT, REJECT, SECRET, Deltas, Provisioner, answer, challenge_state, login, settle,
+                           start_all)
 
 NAS = [{"name": "test", "address": "127.0.0.1/32", "secret": SECRET.decode(), "mfa_mode": "challenge"}]
 SECTIONS = {"mfa": {"required": True, "totp_window": 1}, "lockout": {"max_failures": 100}}

@@ -17,13 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_totp import (
-    PASSWORD,
-    Deltas,
-    Provisioner,
-    settle,
-)
-from tests.support import SECRET, ServerProcess, admin, missing, need_program, write_config
+from tests.support import (PASSWORD, SECRET, Deltas, Provisioner, ServerProcess, admin, missing, need_program,
+                           settle, write_config)
 
 MODULE_DIRS = ("/lib/x86_64-linux-gnu/security", "/usr/lib/x86_64-linux-gnu/security",
                "/lib/aarch64-linux-gnu/security", "/usr/lib/aarch64-linux-gnu/security",

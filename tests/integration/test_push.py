@@ -15,10 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pyrad import packet as pyrad_packet
 
-from tests.admin_api.conftest import activated_user, start_api_server
-from tests.support import SECRET, RadiusClient
+from tests.support import PASSWORD, SECRET, RadiusClient, activated_user, start_api_server
 
-PASSWORD = "Correct-Horse-7731"
 PUSH_TIMEOUT = 2
 ACCEPT, REJECT, CHALLENGE = pyrad_packet.AccessAccept, pyrad_packet.AccessReject, pyrad_packet.AccessChallenge
 CLI = "02-00-00-00-00-01"

@@ -17,22 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_totp import (
-    ACCEPT,
-    CHALLENGE,
-    PASSWORD,
-    REJECT,
-    Deltas,
-    Provisioner,
-    answer,
-    bound_client,
-    challenge_state,
-    login,
-    settle,
-    start_all,
-)
-from tests.support import SECRET, ServerProcess, admin, wait_for, write_config
-from tests.unit.test_sms import Provider
+from tests.fakes import Provider
+from tests.support import (ACCEPT, CHALLENGE, PASSWORD, REJECT, SECRET, Deltas, Provisioner, RadiusClient,
+                           ServerProcess, admin, answer, challenge_state, login, settle, start_all, wait_for,
+                           write_config)
 
 CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 PHONES = {  # user -> stored E.164 number (each user its own, to tell spool lines apart)
@@ -218,7 +206,7 @@ def test_a_retransmitted_password_request_sends_no_second_sms(servers, client):
 
 
 def test_an_sms_only_user_is_refused_on_an_append_mode_nas(servers):
-    client = bound_client(servers.files.auth_port, "127.0.0.3")
+    client = RadiusClient(servers.files.auth_port, source="127.0.0.3")
     try:
         deltas = Deltas(servers.files, "otp_required")
         assert login(client, "appended").code == REJECT

@@ -14,162 +14,16 @@ import json
 import secrets
 import sqlite3
 import shutil
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pyotp
 import pytest
-from pyrad import packet as pyrad_packet
 
-from tests.support import RadiusClient, SECRET, ServerProcess, add_users, admin, write_config
-
-PASSWORD = "correct-horse-battery"
-ACCEPT, REJECT, CHALLENGE = pyrad_packet.AccessAccept, pyrad_packet.AccessReject, pyrad_packet.AccessChallenge
-
-
-# -- helpers (also used by the other second-factor modules) ---------------------------------------
-
-def settle(margin: float = 3.0) -> None:
-    """Wait out the end of a 30 s step when fewer than ``margin`` seconds are left, so a code
-    computed now is still in the server's window when it is checked."""
-    left = 30 - time.time() % 30
-    if left < margin:
-        time.sleep(left + 0.05)
-
-
-
-
-def app_of(otpauth_uri: str) -> pyotp.TOTP:
-    """The authenticator app's view of an enrolment."""
-    [secret] = parse_qs(urlparse(otpauth_uri).query)["secret"]
-    return pyotp.TOTP(secret)
-
-
-def enrol(config, username: str) -> pyotp.TOTP:
-    """``radiusd-admin otp enroll`` (JSON)."""
-    return app_of(json.loads(admin(config, "otp", "enroll", username).stdout)["otpauth_uri"])
-
-
-def verify_previous_step(verify, app: pyotp.TOTP) -> None:
-    """Verify an enrolment with the previous step's code. On a loaded machine the check may
-    land a step later than the code was computed for (outside ±1 step): a refused code consumes
-    nothing, so try again with the code of the then previous step."""
-    for _ in range(3):
-        settle()
-        if verify(app.at(time.time() - 30)):
-            return
-    raise AssertionError("the enrolment could not be verified")
-
-
-def enrol_verified(config, username: str) -> pyotp.TOTP:
-    """Enrol and ``radiusd-admin otp verify`` with the previous step's code."""
-    app = enrol(config, username)
-
-    def verify(code: str) -> bool:
-        result = admin(config, "otp", "verify", username, code, check=False)
-        document = json.loads(result.stdout)
-        assert document["username"] == username and result.returncode == (0 if document["valid"] else 1)
-        return document["valid"]
-
-    verify_previous_step(verify, app)
-    return app
-
-
-class Provisioner:
-    """Bulk set-up in this process, through the same services the CLI uses (one CLI process
-    per user costs about a second on a small machine). Use before the server starts."""
-
-    def __init__(self, config_path):
-        from radiusd.config import load_config
-        from radiusd.crypto import PasswordHasher, SeedKey
-        from radiusd.db.engine import Database
-        from radiusd.dictionary import RadiusDictionary
-        from radiusd.services.otp import OtpService
-        from radiusd.services.users import UserService
-
-        config = load_config(str(config_path), environ={})
-        self.database = Database(config.database.url, pool_size=2)
-        self.users = UserService(self.database, PasswordHasher(config.security), RadiusDictionary(), actor="test")
-        self.otp = OtpService(self.database, SeedKey.load(config.security.seed_key), config.mfa, time.time,
-                              actor="test")
-
-    def add(self, names, password: str = PASSWORD, **fields) -> None:
-        for name in names:
-            self.users.create(name, fields, password=password)
-
-    def enrol(self, name: str) -> pyotp.TOTP:
-        return app_of(self.otp.enroll(name)["otpauth_uri"])
-
-    def enrol_verified(self, names) -> dict[str, pyotp.TOTP]:
-        apps = {name: self.enrol(name) for name in names}
-        for name, app in apps.items():
-            verify_previous_step(lambda code, name=name: self.otp.verify(name, code), app)
-        return apps
-
-    def close(self) -> None:
-        self.database.dispose()
-
-
-def start_all(servers: list[ServerProcess]) -> None:
-    """Start several servers at once (each start waits for its /readyz)."""
-    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-        list(pool.map(lambda server: server.start(), servers))
-
-
-def decisions(server: ServerProcess, reason: str) -> float:
-    return server.metric("radiusd_auth_decisions_total", reason=reason)
-
-
-class Deltas:
-    """Metric deltas around a block: ``with Deltas(server, ok=..., replays=...)``."""
-
-    def __init__(self, server: ServerProcess, *reasons: str):
-        self.server = server
-        self.reasons = reasons
-        self.before = self.read()
-
-    def read(self) -> dict:
-        values = {reason: decisions(self.server, reason) for reason in self.reasons}
-        values["otp_replays"] = self.server.metric("radiusd_otp_replays_total")
-        values["challenges_totp"] = self.server.metric("radiusd_challenges_total", factor="totp")
-        values["challenges_sms"] = self.server.metric("radiusd_challenges_total", factor="sms")
-        return values
-
-    def changed(self) -> dict:
-        after = self.read()
-        return {key: after[key] - self.before[key] for key in after if after[key] != self.before[key]}
-
-
-def bound_client(port: int, source: str) -> RadiusClient:
-    """A client whose datagrams come from ``source`` (another loopback address = another NAS)."""
-    client = RadiusClient(port)
-    client.sock.close()
-    client.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.sock.settimeout(5.0)
-    client.sock.bind((source, 0))
-    client.sock.connect(client.address)
-    return client
-
-
-def login(client: RadiusClient, user: str, password: str = PASSWORD, **attributes):
-    _, reply = client.send(client.access_request(user, password, **attributes))
-    return reply
-
-
-def answer(client: RadiusClient, user: str, state: bytes, code: str | bytes):
-    request = client.access_request(user, code)
-    request["State"] = state
-    _, reply = client.send(request)
-    return reply
-
-
-def challenge_state(reply) -> bytes:
-    assert reply.code == CHALLENGE, f"expected Access-Challenge, got code {reply.code}"
-    [state] = reply["State"]
-    return state
+from tests.support import (ACCEPT, PASSWORD, REJECT, SECRET, Deltas, Provisioner, RadiusClient, ServerProcess, add_users,
+                           admin, answer, challenge_state, enrol, enrol_verified, login, settle, start_all,
+                           write_config)
 
 
 # -- the servers ---------------------------------------------------------------------------------
@@ -244,8 +98,8 @@ def apps(servers):
 def nas_clients(servers):
     """Clients as the three NASes of the strict server: 127.0.0.1, .2 (challenge), .3 (append)."""
     port = servers.strict.auth_port
-    clients = {"test": RadiusClient(port), "other": bound_client(port, "127.0.0.2"),
-               "append": bound_client(port, "127.0.0.3")}
+    clients = {"test": RadiusClient(port), "other": RadiusClient(port, source="127.0.0.2"),
+               "append": RadiusClient(port, source="127.0.0.3")}
     yield clients
     for client in clients.values():
         client.close()

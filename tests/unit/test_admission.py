@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from radiusd.admission import Expired, Overloaded, WorkQueue
-from tests.fakes import InlineReactor
+from tests.fakes import Clock, InlineReactor
 
 
 class HeldPool:
@@ -22,13 +22,6 @@ class HeldPool:
         function(*args, **kwargs)
 
 
-class Clock:
-    now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def outcomes(deferred) -> list:
     seen = []
     deferred.addCallbacks(seen.append, lambda failure: seen.append(failure.value))
@@ -42,7 +35,7 @@ def queue(pool, clock, **settings) -> WorkQueue:
 
 
 def test_a_job_runs_in_the_pool_and_its_result_fires_on_the_reactor():
-    pool, clock = HeldPool(), Clock()
+    pool, clock = HeldPool(), Clock(1000.0)
     work = queue(pool, clock)
     seen = outcomes(work.submit(lambda x: x * 2, 21, deadline=clock.now + 4))
     assert seen == [] and work.pending == 1
@@ -51,14 +44,14 @@ def test_a_job_runs_in_the_pool_and_its_result_fires_on_the_reactor():
 
 
 def test_a_failing_job_fails_the_deferred_with_its_exception():
-    pool, clock = HeldPool(), Clock()
+    pool, clock = HeldPool(), Clock(1000.0)
     seen = outcomes(queue(pool, clock).submit(lambda: 1 / 0))
     pool.run_next()
     assert isinstance(seen[0], ZeroDivisionError)
 
 
 def test_a_job_taken_after_its_deadline_is_not_started():
-    pool, clock = HeldPool(), Clock()
+    pool, clock = HeldPool(), Clock(1000.0)
     started = []
     seen = outcomes(queue(pool, clock).submit(started.append, "ran", deadline=clock.now + 4))
     clock.now += 4.5  # it waited in the queue past its deadline
@@ -67,7 +60,7 @@ def test_a_job_taken_after_its_deadline_is_not_started():
 
 
 def test_beyond_the_limit_work_is_refused_at_once():
-    pool, clock = HeldPool(), Clock()
+    pool, clock = HeldPool(), Clock(1000.0)
     work = queue(pool, clock, limit=2)
     first, second = work.submit(lambda: 1), work.submit(lambda: 2)
     refused = outcomes(work.submit(lambda: 3))
@@ -78,7 +71,7 @@ def test_beyond_the_limit_work_is_refused_at_once():
 def test_admission_follows_the_measured_service_time():
     """Once a job is known to take ~0.1 s on 2 threads, a 1 s target admits about 20 jobs ahead:
     the queue holds what can be answered in time, and refuses the rest without queueing it."""
-    pool, clock = HeldPool(), Clock()
+    pool, clock = HeldPool(), Clock(1000.0)
     work = queue(pool, clock, target_seconds=1.0)
     work.service_seconds = 0.1
     admitted = [outcomes(work.submit(lambda: None, deadline=clock.now + 4)) for _ in range(30)]
@@ -88,7 +81,7 @@ def test_admission_follows_the_measured_service_time():
 
 
 def test_a_job_that_cannot_finish_before_its_own_deadline_is_refused():
-    pool, clock = HeldPool(), Clock()
+    pool, clock = HeldPool(), Clock(1000.0)
     work = queue(pool, clock, target_seconds=10.0)
     work.service_seconds = 0.5
     for _ in range(4):
@@ -116,12 +109,31 @@ def test_a_free_worker_always_takes_a_job_even_after_a_stall_inflated_the_servic
 def test_the_service_time_is_a_moving_average_of_what_jobs_took(monkeypatch):
     import radiusd.admission as admission
 
-    ticks = iter([0.0, 0.2, 10.0, 10.4])
+    ticks = iter([0.0, 0.2, 0.2, 10.0, 10.4, 10.4])  # each job: start, end, and its completion
     monkeypatch.setattr(admission, "perf_counter", lambda: next(ticks))
-    pool, clock = HeldPool(), Clock()
+    pool, clock = HeldPool(), Clock(1000.0)
     work = queue(pool, clock)
     work.submit(lambda: None), work.submit(lambda: None)
     pool.run_next()
     assert work.service_seconds == pytest.approx(0.2)  # the first measurement is taken as it is
     pool.run_next()
     assert work.service_seconds == pytest.approx(0.2 + 0.1 * (0.4 - 0.2))
+
+
+def test_while_jobs_wait_the_estimate_follows_the_pools_real_throughput(monkeypatch):
+    """Two threads that each take 0.1 s but complete one job every 0.2 s between them (the GIL,
+    other processes): the queue ahead is priced at 0.2 s a job, not 0.05."""
+    import radiusd.admission as admission
+
+    now = [0.0]
+    monkeypatch.setattr(admission, "perf_counter", lambda: now[0])
+    pool, clock = HeldPool(), Clock()
+    work = queue(pool, clock, threads=2, target_seconds=100.0)
+    for _ in range(8):
+        work.submit(lambda: now.__setitem__(0, now[0] + 0.1))
+    for _ in range(5):
+        pool.run_next()  # each run advances the clock 0.1 s; completions land 0.2 s apart below
+        now[0] += 0.1
+    assert work.gap_seconds == pytest.approx(0.2)
+    assert work.expected_seconds() == pytest.approx(3 * 0.2 + 0.1)
+

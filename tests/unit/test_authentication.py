@@ -15,7 +15,7 @@ from radiusd.decisions import Abandoned, Accept, BackendFailure, Reason, Reject
 from radiusd.errors import BackendError
 from radiusd.metrics import Metrics
 from radiusd.model import AuthRequest
-from tests.fakes import InlinePool, InlineReactor
+from tests.fakes import InlinePool, InlineReactor, auth_request
 
 REQUEST = AuthRequest(nas="nas1", mfa_mode="challenge", user_name="alice", password=b"pw", state=None,
                       auth_type="pap", received_at=0.0, deadline=float("inf"))
@@ -78,3 +78,26 @@ def test_work_refused_under_overload_is_abandoned_uncounted_and_logged_once_per_
     assert [event["count"] for event in lines] == [1, 50]
     assert sum(sample.value for family in metrics.registry.collect() for sample in family.samples
                if sample.name == "radiusd_auth_decisions_total") == 0
+
+
+# -- a held push, with the real plugins ------------------------------------------------------------
+
+def test_authentication_holds_a_push_until_the_phone_decides_and_counts_the_final_decision_once(make_world):
+    world = make_world()
+    user_id = world.add_user("judy")
+    world.activate("judy")
+    reactor = InlineReactor()
+    queue = WorkQueue(reactor, InlinePool(), threads=1, limit=10, target_seconds=2, clock=world.clock)
+    authentication = Authentication(reactor, queue, world.runtime.pipeline, world.runtime.metrics)
+    decided = []
+    authentication.decide(auth_request("judy", mfa_mode="append")).addCallback(decided.append)
+    reactor.advance(0.25)
+    assert decided == []  # held: no thread waits, a timer asks again
+    pushes = world.services().pushes
+    [push] = pushes.pending_for(user_id)
+    pushes.decide(push["push_id"], user_id=user_id, approve=True)
+    reactor.advance(0.25)
+    assert isinstance(decided[0], Accept)
+    counted = world.runtime.metrics.registry.get_sample_value
+    assert counted("radiusd_auth_decisions_total", {"reason": "ok"}) == 1
+    assert counted("radiusd_auth_decisions_total", {"reason": "push_pending"}) is None

@@ -1,52 +1,32 @@
 """Blocking (SPEC §3.2, issue 4): BlockService on SQLite and PostgreSQL with a controlled clock,
-the lockout settings, the user status it shows, failure counting in ``account_state`` and the
-pipeline, and counting races between threads and between processes."""
+the lockout settings, the user status it shows, and counting races between threads and between
+processes. Failure counting by the ``account_state`` plugin is tests/plugins/test_account_state.py."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import OperationalError
-from twisted.python.failure import Failure
+from sqlalchemy import func, select
 
-from radiusd.config import LockoutSection, SecuritySection, load_config
+from radiusd.config import LockoutSection, SecuritySection
 from radiusd.crypto import PasswordHasher
 from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, settings, users
-from radiusd.decisions import Accept, BackendFailure, Challenge, Reason, Reject
 from radiusd.dictionary import RadiusDictionary
-from radiusd.errors import BackendError
-from radiusd.plugin import hookimpl
-from radiusd.authentication import Authentication
-from radiusd.model import AuthRequest
 from radiusd.services import Invalid, NotFound
 from radiusd.services.blocks import AUTOMATIC_REASON, BlockService
 from radiusd.services.users import UserService, find_user
-from tests.support import write_config
+from tests.fakes import Clock, race
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000.0
 POLICY = LockoutSection(max_failures=5, window_seconds=600, block_seconds=1800, permanent=False)
-PASSWORD = "correct-horse-battery"
-
-
-class Clock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def at(seconds: float) -> datetime:
@@ -55,7 +35,7 @@ def at(seconds: float) -> datetime:
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -345,21 +325,7 @@ def test_user_views_and_the_status_filter_show_blocked_users(blocks, database, u
 
 def test_twenty_threads_failing_at_once_are_all_counted_and_block_exactly_once(blocks, database):
     user_id = uid(database)
-    barrier = threading.Barrier(20)
-    results, errors = [], []
-
-    def attempt():
-        try:
-            barrier.wait(timeout=10)
-            results.append(blocks.record_failure(user_id, "bob"))
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=attempt) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results, errors = race(20, lambda _: blocks.record_failure(user_id, "bob"))
     assert not errors, errors
     assert len(results) == 20 and results.count(True) == 1
     assert row(database).failed_attempts == 20
@@ -367,30 +333,21 @@ def test_twenty_threads_failing_at_once_are_all_counted_and_block_exactly_once(b
 
 
 PROCESS_SCRIPT = """
-import sys, threading, time
+import sys, time
 from radiusd.config import LockoutSection
 from radiusd.db.engine import Database
 from radiusd.services.blocks import BlockService
+from tests.fakes import race
 
 url, user_id = sys.argv[1], int(sys.argv[2])
 database = Database(url, pool_size=10)
 # Defaults that would never block: the limit of 5 must come from the settings table.
 blocks = BlockService(database, LockoutSection(max_failures=100), time.time)
-barrier = threading.Barrier(10)
-results = []
-
-def attempt():
-    barrier.wait(timeout=30)
-    results.append(blocks.record_failure(user_id, "bob"))
-
 database.ping()
 print("ready", flush=True)
 sys.stdin.readline()
-threads = [threading.Thread(target=attempt) for _ in range(10)]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join(60)
+results, errors = race(10, lambda _: blocks.record_failure(user_id, "bob"))
+assert not errors, errors
 print(sum(results), len(results), flush=True)
 """
 
@@ -424,120 +381,3 @@ def test_two_processes_failing_at_once_lose_no_update_and_block_exactly_once(dat
     with database.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(audit_events)
                             .where(audit_events.c.type == "block")).scalar() == 1
-
-
-# -- account_state and the pipeline ----------------------------------------------------------------
-
-class Spy:
-    """Records post_auth calls; optionally makes the password check raise a backend error."""
-
-    def __init__(self, error: Exception | None = None):
-        self.error = error
-        self.post_auth = []
-
-    @hookimpl(tryfirst=True)
-    def radiusd_authenticate(self, request, user, password):
-        if self.error is not None:
-            raise self.error
-        return None
-
-    @hookimpl
-    def radiusd_post_auth(self, request, user, decision):
-        self.post_auth.append(decision)
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    """A real pipeline with the built-in plugins on SQLite (the logic is the same on PostgreSQL)."""
-    from radiusd.service import build_runtime
-
-    config_path = write_config(tmp_path, f"sqlite:///{tmp_path / 'radiusd.db'}",
-                               sections={"lockout": {"max_failures": 3, "window_seconds": 600,
-                                                     "block_seconds": 600}})
-    config = load_config(str(config_path))
-    database = Database(config.database.url)
-    migrate.upgrade(database)
-    database.dispose()
-    runtime = build_runtime(config)
-    UserService(runtime.database, runtime.hasher, runtime.dictionary, actor="test").create(
-        "bob", {}, password=PASSWORD)
-    yield runtime
-    runtime.database.dispose()
-
-
-def request_for(password: str | None, user: str = "bob") -> AuthRequest:
-    return AuthRequest(nas="test", mfa_mode="challenge", user_name=user, password=password.encode() if password is not None else None,
-                       state=None, auth_type="pap")
-
-
-def test_blocked_user_is_refused_before_the_password_is_checked(runtime, monkeypatch):
-    BlockService(runtime.database, runtime.config.lockout, time.time).block("bob", seconds=600, reason="r")
-    checked = []
-    monkeypatch.setattr(runtime.hasher, "verify", lambda *args: checked.append("verify") or True)
-    monkeypatch.setattr(runtime.hasher, "dummy_verify", lambda *args: checked.append("dummy"))
-    for password in (PASSWORD, "wrong-password"):
-        decision = runtime.pipeline.run(request_for(password))
-        assert decision == Reject(Reason.BLOCKED, "account_state")
-    assert checked == []
-    assert row(runtime.database).failed_attempts == 0  # a refused blocked attempt is not a guess
-
-
-def test_pipeline_counts_wrong_passwords_and_a_success_clears_them(runtime):
-    for _ in range(2):
-        assert runtime.pipeline.run(request_for("wrong-password")).reason == Reason.BAD_PASSWORD
-    assert row(runtime.database).failed_attempts == 2
-    assert isinstance(runtime.pipeline.run(request_for(PASSWORD)), Accept)
-    assert row(runtime.database).failed_attempts == 0
-    for _ in range(3):
-        runtime.pipeline.run(request_for("wrong-password"))
-    assert runtime.metrics.lockouts._value.get() == 1
-    assert runtime.pipeline.run(request_for(PASSWORD)).reason == Reason.BLOCKED
-
-
-@pytest.mark.parametrize("decision, counted", [
-    (Reject(Reason.BAD_PASSWORD), True),
-    (Reject(Reason.BAD_OTP), True),
-    (Reject(Reason.OTP_REPLAY), True),
-    (Reject(Reason.BLOCKED), False),
-    (Reject(Reason.DISABLED), False),
-    (Reject(Reason.EXPIRED), False),
-    (Reject(Reason.OTP_REQUIRED), False),
-    (Reject(Reason.UNSUPPORTED_AUTH_TYPE), False),
-    (Reject(Reason.SMS_RATE_LIMITED), False),
-    (Challenge(b"s" * 20, "Code?", "totp"), False),
-    (BackendFailure("db"), False),
-])
-def test_post_auth_counts_only_wrong_secrets_and_an_unanswered_challenge_clears_nothing(runtime, decision, counted):
-    database = runtime.database
-    user = find_user(database, "bob")
-    with database.writer.begin() as conn:
-        conn.execute(update(users).where(users.c.id == user.id).values(failed_attempts=1,
-                                                                        first_failure_at=datetime.now(timezone.utc)))
-    account_state = runtime.plugin_manager.get_plugin("account_state")
-    account_state.radiusd_post_auth(request=request_for("x"), user=user, decision=decision)
-    assert row(database).failed_attempts == (2 if counted else 1)
-    account_state.radiusd_post_auth(request=request_for("x", "nobody"), user=None,
-                                    decision=Reject(Reason.UNKNOWN_USER))
-    assert row(database).failed_attempts == (2 if counted else 1)  # unknown users have no counter
-
-
-@pytest.mark.parametrize("error, backend", [
-    (BackendError("ldap", "unreachable"), "ldap"),
-    (OperationalError("SELECT 1", {}, Exception("database is gone")), "db"),
-])
-def test_a_backend_failure_is_never_counted_as_a_failed_attempt(runtime, error, backend):
-    spy = Spy(error)
-    runtime.plugin_manager.register(spy, name="spy")
-    for _ in range(5):  # more than max_failures
-        for password in ("wrong-password", PASSWORD):
-            with pytest.raises(type(error)) as raised:
-                runtime.pipeline.run(request_for(password))
-            # What the entry point makes of it: a BackendFailure, and no post_auth runs after it.
-            decision = Authentication(None, None, runtime.pipeline, runtime.metrics).to_decision(Failure(raised.value))
-            assert decision == BackendFailure(backend=backend, detail=type(error).__name__)
-    assert spy.post_auth == []  # no post_auth hook ran: nothing counted, nothing cleared
-    assert row(runtime.database).failed_attempts == 0
-    assert runtime.metrics.lockouts._value.get() == 0
-    runtime.plugin_manager.unregister(spy)
-    assert runtime.pipeline.run(request_for("wrong-password")).reason == Reason.BAD_PASSWORD
-    assert spy.post_auth == [] and row(runtime.database).failed_attempts == 1

@@ -1,10 +1,9 @@
-"""The challenge State store (SPEC §3.1) and the append-mode split of password and code."""
+"""The challenge State store (SPEC §3.1): single use, expiry, NAS and user checks, the per-user cap."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
 
 import pytest
 from sqlalchemy import select
@@ -18,18 +17,10 @@ from radiusd.db.tables import challenges
 from radiusd.decisions import Challenge, Reason
 from radiusd.dictionary import RadiusDictionary
 from radiusd.metrics import Metrics
-from radiusd.pipeline import split_appended_code
 from radiusd.services.users import UserService, find_user
+from tests.fakes import Clock, race
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def open_store(url: str, clock: Clock):
@@ -43,7 +34,7 @@ def open_store(url: str, clock: Clock):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -147,21 +138,7 @@ def test_eight_threads_taking_one_state_get_it_exactly_once(database_url, clock)
     database, store = open_store(database_url, clock)
     try:
         state = store.create(find_user(database, "bob"), "nas1", "totp", 120)
-        barrier = threading.Barrier(8)
-        results, errors = [], []
-
-        def take():
-            try:
-                barrier.wait(timeout=10)
-                results.append(store.take(state, nas="nas1", username="bob"))
-            except Exception as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=take) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        results, errors = race(8, lambda _: store.take(state, nas="nas1", username="bob"))
         assert not errors, errors
         assert sum(isinstance(result, PendingChallenge) for result in results) == 1
         assert results.count(Reason.BAD_STATE) == 7
@@ -199,24 +176,14 @@ def test_instances_creating_challenges_for_one_user_at_once_keep_to_the_cap(data
     stores = [ChallengeStore(database, clock, Metrics(), max_pending=2) for database in (first, second)]
     try:
         bob = find_user(first, "bob")
-        barrier = threading.Barrier(8)
-        created, errors, seen = [], [], []
+        created, seen = [], []
 
-        def create(store):
-            try:
-                barrier.wait(timeout=10)
-                for _ in range(10):
-                    created.append(store.create(bob, "nas1", "totp", 120))
-                    seen.append(len(rows(second)))  # what any reader sees between commits
-            except Exception as exc:  # reported below
-                errors.append(exc)
+        def create(index: int) -> None:
+            for _ in range(10):
+                created.append(stores[index % 2].create(bob, "nas1", "totp", 120))
+                seen.append(len(rows(second)))  # what any reader sees between commits
 
-        threads = [threading.Thread(target=create, args=(stores[index % 2],)) for index in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not errors, errors
+        assert not race(8, create).errors
         assert len(created) == 80 and max(seen) == len(rows(first)) == 2
     finally:
         first.dispose()
@@ -225,24 +192,3 @@ def test_instances_creating_challenges_for_one_user_at_once_keep_to_the_cap(data
 
 def test_the_cap_defaults_to_the_configured_default(store):
     assert store.max_pending == MfaSection().max_pending_challenges == 5
-
-
-# -- append mode: password immediately followed by the code ----------------------------------------
-
-@pytest.mark.parametrize("value,expected", [
-    (b"secret123456", (b"secret", "123456")),
-    (b"pass2024000000", (b"pass2024", "000000")),
-    (b"abc1234567890", (b"abc1234", "567890")),
-    (b"x000000", (b"x", "000000")),
-    (b"123456", (b"123456", None)),                 # nothing but a code: no password left
-    (b"secret", (b"secret", None)),                 # no code
-    (b"secret12345", (b"secret12345", None)),       # five digits
-    (b"secret12345a", (b"secret12345a", None)),
-    (b"secret 12345", (b"secret 12345", None)),
-    (b"", (b"", None)),
-    ("secret１２３４５６".encode(), ("secret１２３４５６".encode(), None)),  # full-width digits
-    ("secret١٢٣٤٥٦".encode(), ("secret١٢٣٤٥٦".encode(), None)),           # Arabic-Indic digits
-    (b"secret\xff23456", (b"secret\xff23456", None)),
-])
-def test_split_appended_code(value, expected):
-    assert split_appended_code(value) == expected

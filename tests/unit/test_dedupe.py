@@ -5,22 +5,15 @@ from __future__ import annotations
 import pytest
 
 from radiusd.dedupe import IN_PROGRESS, DuplicateCache
+from tests.fakes import Clock
 
 KEY = ("192.0.2.10", 40000, 7, b"A" * 16)
 REPLY = b"\x02\x07\x00\x14" + b"R" * 16
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(1000.0)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from twisted.python.failure import Failure
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events
 from radiusd.logs import FailureLog, Throttle, make_observer, to_json_line
-from tests.conftest import PG_ADMIN_URL
-from tests.support import SECRET, admin
+from tests.fakes import Clock
+from tests.support import PG_ADMIN_URL, SECRET, admin
 
 PASSWORD = "Correct-Horse-7731"
 WRONG_PASSWORD = "Wrong-Battery-4410"
@@ -89,14 +89,6 @@ def test_auth_lines_are_logged_as_json_and_no_secret_ever_is(make_server, radius
 
 # -- quiet logs under failure (issue 13) ------------------------------------------------------------
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def fail(error: Exception) -> Failure:
     try:
         raise error
@@ -105,7 +97,7 @@ def fail(error: Exception) -> Failure:
 
 
 def test_failure_log_writes_one_traceback_per_type_per_interval_and_a_line_for_every_failure():
-    events, clock = [], FakeClock()
+    events, clock = [], Clock(1000.0)
     failures = FailureLog(Logger(namespace="test", observer=events.append), interval_seconds=60, clock=clock)
     for _ in range(100):
         failures.failure("request failed in {backend}", fail(ConnectionError("db down")), backend="db")
@@ -128,7 +120,7 @@ def test_failure_log_writes_one_traceback_per_type_per_interval_and_a_line_for_e
 
 
 def test_failure_log_takes_the_current_exception_and_tells_types_of_the_same_name_apart():
-    events, clock = [], FakeClock()
+    events, clock = [], Clock(1000.0)
     failures = FailureLog(Logger(namespace="test", observer=events.append), clock=clock)
     other = type("ConnectionError", (Exception,), {})  # same name, another module's class
     for error in (ConnectionError(), other(), ConnectionError(), other()):
@@ -162,7 +154,7 @@ def test_a_thousand_failing_requests_write_a_handful_of_tracebacks(postgres_url,
 
 
 def test_throttle_lets_the_first_through_then_one_a_minute_per_key_with_the_count_held_back():
-    clock = FakeClock()
+    clock = Clock(1000.0)
     throttle = Throttle(interval_seconds=60, clock=clock)
     assert throttle.admit(("192.0.2.1", "bad_authenticator")) == 0
     held = [throttle.admit(("192.0.2.1", "bad_authenticator")) for _ in range(5)]
@@ -176,7 +168,7 @@ def test_throttle_lets_the_first_through_then_one_a_minute_per_key_with_the_coun
 
 
 def test_throttle_bounds_its_keys_under_a_flood_of_sources():
-    clock = FakeClock()
+    clock = Clock(1000.0)
     throttle = Throttle(interval_seconds=60, clock=clock, max_keys=3)
     assert [throttle.admit(source) for source in ("a", "b", "c")] == [0, 0, 0]
     assert throttle.admit("d") == 0  # the first key past the bound: the shared overflow key

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -24,16 +23,9 @@ from radiusd.dictionary import RadiusDictionary
 from radiusd.services import Conflict, Invalid, NotFound
 from radiusd.services.otp import CodeCheck, OtpService, is_code, matching_step
 from radiusd.services.users import UserService, find_user
+from tests.fakes import Clock, race
 
 T0 = 1_800_000_015.0  # 15 s into a 30 s step, so ±1 step arithmetic below never straddles a boundary
-
-
-class Clock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +49,7 @@ def make_otp(database: Database, hasher: PasswordHasher, clock: Clock) -> OtpSer
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -285,21 +277,7 @@ def test_eight_threads_checking_one_valid_code_get_exactly_one_ok(otp, database,
     enrolment = verified(otp, clock)
     code = code_at(enrolment, clock.now)
     stored = otp.verified_enrolment(user_id(database, "bob"))
-    barrier = threading.Barrier(8)
-    results, errors = [], []
-
-    def attempt():
-        try:
-            barrier.wait(timeout=10)
-            results.append(otp.check(stored, code))
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=attempt) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    results, errors = race(8, lambda _: otp.check(stored, code))
     assert not errors, errors
     assert sorted(result.value for result in results) == ["ok"] + ["replay"] * 7
     assert row_of(database, "bob").last_step == int(clock.now) // 30

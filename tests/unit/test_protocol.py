@@ -11,12 +11,13 @@ import hashlib
 import hmac
 import random
 import struct
+from types import SimpleNamespace
 
 import pytest
 from pyrad import packet as pyrad_packet
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, Reason, Reject
+from radiusd.decisions import Abandoned, Accept, BackendFailure, Challenge, PushPending, Reason, Reject
 from radiusd.packets import Attr, encode_attribute, hide_password
 from tests.fakes import (
     LEGACY,
@@ -632,3 +633,26 @@ def test_drain_stops_reading_and_fires_when_requests_in_progress_are_answered(ha
     harness.answer(0, Accept())
     assert drained.called
     assert len(harness.transport.written) == 1
+
+
+# -- a held push ---------------------------------------------------------------------------------------
+
+def test_the_protocol_holds_a_push_and_answers_status_server_meanwhile():
+    harness = Harness(reject_delay_seconds=0)
+    phone = SimpleNamespace(decision=None)
+    harness.authentication.pipeline = SimpleNamespace(run=None, resume=lambda request, pending: phone.decision)
+    login = access_request()
+    harness.receive(login.wire, NAS1)
+    harness.answer(0, PushPending("p1", 0.0, None))
+    harness.clock.advance(10)  # far past the request budget: still held, no reply
+    assert harness.transport.written == []
+    probe = status_server()
+    harness.receive(probe.wire, NAS1)  # answered at once while the push is held
+    assert verified(probe, harness.transport.written[0][0]).code == 2
+    harness.receive(login.wire, NAS1)  # the NAS retransmits: a duplicate in progress, no second dispatch
+    assert harness.dropped("duplicate_in_progress") == 1 and len(harness.dispatcher.requests) == 1
+    phone.decision = Accept()
+    harness.clock.advance(0.25)
+    assert len(harness.transport.written) == 2
+    assert verified(login, harness.transport.written[1][0]).code == 2  # Access-Accept
+    assert harness.decisions("ok") == 1 and harness.sample("radiusd_requests_in_progress") == 0

@@ -1,84 +1,27 @@
 """SMS gateways (issue 3): the file spool, and the HTTP gateway against a real HTTP server on
-127.0.0.1 (success, error status, a server that never answers, nothing listening)."""
+127.0.0.1 (success, error status, a server that never answers, nothing listening); phone numbers.
+The sms_otp plugin and its [sms] section are tests/plugins/test_sms_otp.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from pydantic import ValidationError
 
-from radiusd.bulkhead import Bulkheads
-from radiusd.challenges import ChallengeStore
-from radiusd.config import Config
-from radiusd.crypto import SeedKey
-from radiusd.db import migrate
-from radiusd.db.engine import Database
-from radiusd.decisions import Challenge, Reason, Reject
 from radiusd.errors import BackendError
-from radiusd.metrics import Metrics
-from radiusd.plugins.sms_otp import Plugin, SmsSection
-from radiusd.services.factory import Resources, Services
-from radiusd.services.users import find_user, normalise_phone
+from radiusd.plugins.sms_otp import SmsSection
+from radiusd.services.users import normalise_phone
 from radiusd.sms import FileGateway, HttpGateway, make_gateway
+from tests.fakes import Provider
 from tests.support import free_port
 
 PHONE = "+905554443322"
 MESSAGE = 'Your "radiusd" code is 123456\\ok\n\u00e7'  # quotes, backslash, newline, non-ASCII
-
-
-# -- a provider stand-in -------------------------------------------------------------------------
-
-class Provider:
-    """A real HTTP server in a thread; ``status`` is what it answers, or it hangs when None."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.status: int | None = 200
-        self.release = threading.Event()
-        provider = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                provider.requests.append({"method": self.command, "path": self.path,
-                                          "headers": dict(self.headers.items()), "body": body})
-                if provider.status is None:
-                    provider.release.wait(10)
-                    return
-                self.send_response(provider.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            do_GET = do_POST = do_PUT = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -205,24 +148,7 @@ def test_http_gateway_connection_refused_is_a_backend_error():
     assert time.monotonic() - started < 3.0
 
 
-# -- settings and phone numbers ---------------------------------------------------------------------
-
-def test_http_gateway_needs_a_url_and_the_message_needs_the_code():
-    with pytest.raises(ValidationError):
-        SmsSection(gateway="http")
-    with pytest.raises(ValidationError):
-        SmsSection(gateway="http", url="ftp://example.invalid/")
-    with pytest.raises(ValidationError):
-        SmsSection(message="no code here")
-    with pytest.raises(ValidationError):
-        SmsSection(gateway="http", url="http://127.0.0.1/", timeout_seconds=0)
-
-
-def test_header_secrets_are_not_shown_in_the_settings_repr():
-    settings = http_settings("http://127.0.0.1/send", headers={"Authorization": "Bearer very-secret"})
-    assert "very-secret" not in repr(settings)
-    assert "very-secret" not in str(settings)
-
+# -- phone numbers ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("given,stored", [
     ("05554443322", "+905554443322"),
@@ -240,54 +166,3 @@ def test_phone_numbers_are_stored_as_e164(given, stored):
 def test_phone_numbers_that_are_not_e164_or_turkish_national_are_refused(given):
     with pytest.raises(ValueError):
         normalise_phone(given)
-
-
-# -- the per-user send limit under concurrency (sms_otp plugin) --------------------------------------
-
-def test_concurrent_logins_cannot_exceed_the_per_user_send_limit(database_url, tmp_path):
-    """Eight threads pass the password at once for one SMS user; with ``max_per_window = 2``
-    exactly two messages are sent, on SQLite and on PostgreSQL."""
-    spool = tmp_path / "sms.spool"
-    config = Config.model_validate({"sms": {"spool_path": str(spool), "max_per_window": 2}})
-    database = Database(database_url, pool_size=8)
-    try:
-        migrate.upgrade(database)
-        services = Services(Resources(config, database, seed_key=SeedKey(os.urandom(32))), actor="test")
-        services.users.create("bob", {"phone": "05554443322"})
-        context = SimpleNamespace(config=config, database=database, seed_key=services.resources.seed_key,
-                                  challenges=ChallengeStore(database, time.time, Metrics()), services=services,
-                                  bulkheads=Bulkheads(8))
-        plugin = Plugin(context)
-        user = find_user(database, "bob")
-        request = SimpleNamespace(mfa_mode="challenge", nas="nas1")
-        barrier = threading.Barrier(8)
-        results, errors = [], []
-
-        def login():
-            try:
-                barrier.wait(timeout=10)
-                results.append(plugin.radiusd_second_factor(request=request, user=user, factor="sms", otp=None))
-            except Exception as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=login) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not errors, errors
-        assert sum(isinstance(result, Challenge) for result in results) == 2
-        assert [result.reason for result in results if isinstance(result, Reject)] == [Reason.SMS_RATE_LIMITED] * 6
-        assert len(spool.read_text().splitlines()) == 2
-
-        # a message the gateway could not send does not use up the allowance
-        services.users.create("carol", {"phone": "+905554443300"})
-        carol = find_user(database, "carol")
-        broken = Plugin(SimpleNamespace(**{**vars(context), "config": Config.model_validate(
-            {"sms": {"spool_path": str(tmp_path / "no-such-dir" / "sms.spool"), "max_per_window": 2}})}))
-        for _ in range(3):
-            with pytest.raises(BackendError):
-                broken.radiusd_second_factor(request=request, user=carol, factor="sms", otp=None)
-        assert isinstance(plugin.radiusd_second_factor(request=request, user=carol, factor="sms", otp=None), Challenge)
-    finally:
-        database.dispose()
