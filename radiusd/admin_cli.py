@@ -17,6 +17,7 @@ from functools import cached_property, wraps
 import click
 
 from radiusd.config import Config, ConfigError, config_path, load_config
+from radiusd.crypto import DecryptionError
 from radiusd.errors import backend_of
 from radiusd.services import ServiceError
 
@@ -34,9 +35,20 @@ class AdminContext:
 
     @cached_property
     def database(self):
+        """The database, which must exist with the current schema: only ``db upgrade`` creates
+        or migrates one (it sets this itself, from ``open_database``)."""
+        from radiusd.db import migrate
+
+        database = self.open_database(create=False)
+        if not migrate.is_current(database):
+            raise ConfigError(f"the database schema is not current (revision {migrate.current_revision(database)}, "
+                              f"this release {migrate.head_revision()}): run `radiusd-admin db upgrade`")
+        return database
+
+    def open_database(self, *, create: bool):
         from radiusd.db.engine import Database
 
-        return Database(self.config.database.url, pool_size=2)
+        return Database(self.config.database.url, pool_size=2, create=create)
 
     @cached_property
     def services(self):
@@ -119,6 +131,10 @@ def operation(function):
             fail(exc.detail)
         except ConfigError as exc:
             fail(str(exc))
+        except DecryptionError as exc:  # a blob damaged since the key check passed
+            fail(f"{exc}; is [security] seed_key the key this database was written with?")
+        except OSError as exc:  # a file the command reads or writes
+            fail(f"{exc.filename or 'file'}: {exc.strerror or exc}")
         except Exception as exc:  # a backend failure is still one clear line, never a traceback
             if backend_of(exc) != "db":
                 raise
@@ -146,6 +162,7 @@ def read_secret(from_stdin: bool, prompt: str, confirm: bool = True) -> str:
 @click.pass_context
 def main(ctx, config_file, fmt):
     """Administer radiusd: database, NAS devices, users and API clients."""
+    os.umask(0o077)  # what it writes (database, seed key, QR codes, exports) holds secrets: owner only
     ctx.obj = AdminContext(config_path(config_file), fmt)
 
 
@@ -160,15 +177,39 @@ def db():
 @click.pass_obj
 @operation
 def upgrade(admin: AdminContext):
-    """Create the seed key file if missing and apply all migrations."""
+    """Create the database and the seed key file if missing, apply all migrations and write
+    the seed key's check value (a key that does not open it is refused from then on)."""
     from radiusd.crypto import create_seed_key_file
     from radiusd.db import migrate
 
     reference = admin.config.security.seed_key
     created = bool(reference.file) and create_seed_key_file(reference.file)
-    admin.services.resources.seed_key  # noqa: B018 - refuse to go on with an unusable key
+    admin.database = admin.open_database(create=True)
     migrate.upgrade(admin.database)
+    admin.services.resources.seed_key  # noqa: B018 - writes the key check, or refuses a wrong key
     admin.emit({"revision": migrate.current_revision(admin.database), "seed_key_created": created})
+
+
+@db.command("rotate-seed-key")
+@click.option("--new-key-file", required=True, metavar="FILE",
+              help="the new seed key (created, mode 0600, if the file does not exist)")
+@click.pass_obj
+@operation
+def rotate_seed_key(admin: AdminContext, new_key_file):
+    """Re-encrypt every TOTP seed and NAS secret with a new seed key, in one transaction
+    (interrupted, nothing changes). Stop the servers first; then point [security] seed_key at
+    FILE and start them."""
+    from radiusd.config import SecretRef
+    from radiusd.crypto import SeedKey, create_seed_key_file
+    from radiusd.services.keys import rotate_seed_key as rotate
+
+    created = create_seed_key_file(new_key_file)
+    new = SeedKey.load(SecretRef(file=new_key_file))
+    counts = rotate(admin.database, admin.services.resources.seed_key, new, actor="cli")
+    admin.emit({"new_key_file": new_key_file, "new_key_created": created, "nas_secrets": counts["nas_devices"],
+                "totp_seeds": counts["otp_enrolments"]})
+    if admin.format != "json":
+        click.echo(f"now set [security] seed_key = {{ file = \"{new_key_file}\" }} and start the servers", err=True)
 
 
 @db.command()
@@ -178,7 +219,8 @@ def current(admin: AdminContext):
     """Show the schema revision of the database and of this release."""
     from radiusd.db import migrate
 
-    admin.emit({"revision": migrate.current_revision(admin.database), "head": migrate.head_revision()})
+    database = admin.open_database(create=False)
+    admin.emit({"revision": migrate.current_revision(database), "head": migrate.head_revision()})
 
 
 # -- nas ---------------------------------------------------------------------------------------

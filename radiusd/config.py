@@ -62,6 +62,12 @@ class SecretRef(Section):
             return os.environ[self.env]
         raise ConfigError("secret reference names neither file nor env")
 
+    def where(self) -> str:
+        """Where the secret is, for messages (never the secret)."""
+        if self.file is not None:
+            return f"file {self.file}"
+        return f"environment variable {self.env}" if self.env is not None else "given inline"
+
     def __repr__(self) -> str:  # never show an inline secret
         return f"SecretRef(file={self.file!r}, env={self.env!r})"
 

@@ -44,6 +44,7 @@ from radiusd.protocol import AccountingProtocol, AuthProtocol, RadiusProtocol
 from radiusd.replies import encode_attributes
 from radiusd.services.factory import Resources, Services
 from radiusd.services.hashing import SERVER_HASH_THREADS
+from radiusd.services.keys import open_seed_key
 from radiusd.services.sessions import SessionService
 
 log = Logger(namespace="radiusd.service")
@@ -88,6 +89,7 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
             raise ConfigError(f"database unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         if not current:
             raise ConfigError("database schema is not current: run `radiusd-admin db upgrade`")
+        seed_key = open_seed_key(database, seed_key, f"the seed key ({config.security.seed_key.where()})")
     dictionary = RadiusDictionary()
     hasher = PasswordHasher(config.security)
     metrics = Metrics()

@@ -84,9 +84,10 @@ def test_db_upgrade_refuses_an_unusable_seed_key(tmp_path, sqlite_url):
     assert_fails(admin(path, "db", "upgrade", check=False), 1, "seed key")
 
 
-def test_db_current_shows_revision_and_head(tmp_path, sqlite_url):
+def test_db_current_shows_revision_and_head_and_never_creates_the_database(tmp_path, sqlite_url):
     path = write_config(tmp_path, sqlite_url)
-    assert run_json(path, "db", "current") == {"revision": None, "head": migrate.head_revision()}
+    assert_fails(admin(path, "db", "current", check=False), 1, "does not exist", "radiusd-admin db upgrade")
+    assert not (tmp_path / "radiusd.db").exists()
     admin(path, "db", "upgrade")
     assert run_json(path, "db", "current") == {"revision": migrate.head_revision(), "head": migrate.head_revision()}
 
