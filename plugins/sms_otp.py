@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from radiusd.config import Secret, Section
+from radiusd.config import ConfigPath, Secret, Section
 from radiusd.decisions import Accept, Reason, Reject
 from radiusd.plugin import Factor, PluginContext, hookimpl
 from radiusd.services.otp import is_code
@@ -29,7 +29,7 @@ class SmsSection(Section):
     """``[sms]``: the gateway SMS codes go through, and the per-user sending limit."""
 
     gateway: Literal["file", "http"] = "file"
-    spool_path: str = "var/sms.spool"
+    spool_path: ConfigPath = Field("var/sms.spool", validate_default=True)
     max_per_window: int = Field(3, ge=1)
     window_seconds: int = Field(600, gt=0)
     message: str = "Your {issuer} code is {code}"

@@ -4,7 +4,8 @@ Every section is a pydantic model with ``extra="forbid"`` so a misspelt key stop
 instead of being silently ignored. ``RADIUSD_<SECTION>__<KEY>=value`` overrides a key; the
 value is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a
 string. Secrets are given inline or referenced as ``{file = "path"}`` / ``{env = "NAME"}``
-and are only read when used.
+and are only read when used. Relative file paths (``ConfigPath``: the SQLite file, secret
+files, spools...) are relative to the configuration file's directory.
 
 The core's sections are declared here. The sections the built-in plugins own (``[ldap]``,
 ``[sms]``, ``[push]``) are declared, typed, in their plugin's module (DESIGN.md §3 item 8) and
@@ -26,11 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import core_schema
 
 DEFAULT_CONFIG_PATH = "/etc/radiusd/radiusd.toml"
 ENV_PREFIX = "RADIUSD_"
+CONFIG_DIRECTORY = "config_directory"  # validation context: where relative paths start
 
 
 class ConfigError(Exception):
@@ -41,11 +53,24 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _relative_to_config(value: str | None, info: ValidationInfo) -> str | None:
+    """A relative path read from a configuration file is relative to that file's directory
+    (as nginx's and FreeRADIUS's prefix), not to the working directory of whoever runs us."""
+    base = (info.context or {}).get(CONFIG_DIRECTORY)
+    if not value or base is None or os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(base, value))
+
+
+# A file path in the configuration (see _relative_to_config).
+ConfigPath = Annotated[str, AfterValidator(_relative_to_config)]
+
+
 class SecretRef(Section):
     """A secret given inline, in a file or in an environment variable; read on use."""
 
     value: str | None = Field(None, repr=False)  # str() must not show it either
-    file: str | None = None
+    file: ConfigPath | None = None
     env: str | None = None
 
     def reveal(self) -> str:
@@ -105,7 +130,7 @@ class ServerSection(Section):
 
 class SecuritySection(Section):
     require_message_authenticator: bool = True
-    seed_key: Secret = SecretRef(file="var/seed.key")
+    seed_key: Secret = Field({"file": "var/seed.key"}, validate_default=True)
     password_hash: Literal["argon2id"] = "argon2id"
     argon2_memory_kib: int = Field(19456, ge=19456)
     argon2_time_cost: int = Field(2, ge=2)
@@ -113,7 +138,40 @@ class SecuritySection(Section):
 
 
 class DatabaseSection(Section):
-    url: str = "sqlite:///var/radiusd.db"
+    url: str = Field("sqlite:///var/radiusd.db", validate_default=True)
+
+    @field_validator("url")
+    @classmethod
+    def _sqlite_file_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        path = sqlite_path(value)
+        if path is None:
+            return value
+        prefix, _, rest = value.partition(":///")
+        return f"{prefix}:///{_relative_to_config(path, info)}{rest[len(path):]}"
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///PATH`` URL (None for another database or an in-memory one)."""
+    prefix, separator, rest = url.partition(":///")
+    path = rest.partition("?")[0]
+    if not prefix.startswith("sqlite") or not separator or path in ("", ":memory:"):
+        return None
+    return path
+
+
+def readable_by_others(config: "Config") -> list[str]:
+    """The database and seed key files that another user may read (``check-config`` warns):
+    the one holds hashes, the audit trail and sealed secrets, the other opens them."""
+    files = [path for path in (sqlite_path(config.database.url), config.security.seed_key.file) if path]
+    found = []
+    for path in files:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append(f"{path} is readable by other users (mode {mode & 0o777:04o}): chmod 600 {path}")
+    return found
 
 
 class ListenSection(Section):
@@ -209,10 +267,10 @@ class PluginSection:
     name: str
 
     def __get_pydantic_core_schema__(self, source, handler):
-        return core_schema.no_info_plain_validator_function(self.validate)
+        return core_schema.with_info_plain_validator_function(self.validate)
 
-    def validate(self, value) -> Section:
-        return plugin_section(self.name).model_validate(value)
+    def validate(self, value, info: ValidationInfo) -> Section:
+        return plugin_section(self.name).model_validate(value, context=info.context)
 
 
 class PluginsSection(Section):
@@ -302,6 +360,6 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
     data = apply_env_overrides(data, dict(os.environ if environ is None else environ))
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={CONFIG_DIRECTORY: os.path.dirname(os.path.abspath(path))})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None

@@ -69,11 +69,10 @@ class SeedKey:
 
     @classmethod
     def load(cls, reference: SecretRef) -> "SeedKey":
-        text = reference.reveal()
         try:
-            return cls(base64.b64decode(text, validate=True))
-        except binascii.Error:
-            raise ConfigError("seed key is not valid base64") from None
+            return cls(base64.b64decode(reference.reveal(), validate=True))
+        except (binascii.Error, UnicodeDecodeError):
+            raise ConfigError(f"seed key ({reference.where()}) is not valid base64") from None
 
     def encrypt(self, plaintext: bytes, purpose: str) -> bytes:
         nonce = secrets.token_bytes(NONCE_LENGTH)
