@@ -49,6 +49,7 @@ from radiusd.services.sessions import SessionService
 
 log = Logger(namespace="radiusd.service")
 API_THREADS = 4  # admin API handlers; its POST /auth runs in the auth pool like RADIUS
+NAS_POLL_SECONDS = 3  # how soon a NAS change made in the database by another process applies
 ACCT_THREADS = 4  # accounting writes, apart from the auth pool so a burst of them never delays a login
 
 
@@ -150,6 +151,9 @@ class RadiusService(MultiService):
         self._disconnecting: set = set()
         self.housekeeping = LoopingCall(self.sweep)
         self.housekeeping.clock = reactor
+        self.nas_watch = LoopingCall(self.watch_nas_table)
+        self.nas_watch.clock = reactor
+        self._nas_version = None
         self.registry: NasRegistry | None = None
         self.protocols: list[RadiusProtocol] = []
         self.ports = []
@@ -190,6 +194,7 @@ class RadiusService(MultiService):
                 sock.close()
                 self.protocols.append(protocol)
         self.housekeeping.start(self.config.accounting.sweep_interval_seconds, now=True)
+        self.nas_watch.start(NAS_POLL_SECONDS, now=True)
         if self.serve_ops:
             ops = self.config.ops
             site = Site(ops_root(self.runtime.metrics, self.monitor))
@@ -217,8 +222,9 @@ class RadiusService(MultiService):
         yield DeferredList([protocol.drain() for protocol in self.protocols])
         yield DeferredList([port.stopListening() for port in self.ports + self.acct_ports] +
                            [port.stopListening() for port in (self.ops_port, self.api_port) if port])
-        if self.housekeeping.running:
-            self.housekeeping.stop()
+        for loop in (self.housekeeping, self.nas_watch):
+            if loop.running:
+                loop.stop()
         yield DeferredList(list(self._disconnecting))  # Disconnect-Requests in flight: their results
         self.monitor.stop()
         if self.api_pool.started:
@@ -276,7 +282,20 @@ class RadiusService(MultiService):
 
         self.reactor.callFromThread(start)
 
-    # -- SIGHUP ----------------------------------------------------------------------------------
+    # -- SIGHUP, and NAS changes made elsewhere ------------------------------------------------
+
+    def watch_nas_table(self):
+        """Reload when the database's NAS entries changed (``radiusd-admin nas ...``, another
+        instance's API): every process polls, so no signal has to reach it."""
+        def changed(version):
+            previous, self._nas_version = self._nas_version, version
+            if previous is not None and version != previous:
+                log.info("NAS entries changed in the database: reloading")
+                return self.reload()
+
+        done = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.runtime.services.nas.version)
+        return done.addCallbacks(changed, lambda failure: log.warn("NAS table check failed: {error}",
+                                                                   error=type(failure.value).__name__))
 
     def reload(self):
         """Re-read the NAS list (file and database); a bad new configuration keeps the old one."""
