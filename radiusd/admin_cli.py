@@ -295,7 +295,7 @@ def profile_options(function):
     """The profile flags shared by ``user add`` and ``user set``."""
     options = [
         click.option("--first-name"), click.option("--last-name"), click.option("--email"),
-        click.option("--phone", help="E.164, or the Turkish national form 05xxxxxxxxx"),
+        click.option("--phone", help="+ and country code, or national form in [sms] default_region"),
         click.option("--expires", help="ISO-8601 date or time (UTC unless an offset is given); '' clears"),
         click.option("--framed-ip", help="IPv4 address, user-selects or nas-assigns; '' clears"),
         click.option("--sponsor-name"), click.option("--sponsor-email"), click.option("--description"),

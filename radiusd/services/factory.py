@@ -90,13 +90,14 @@ class Services:
     @cached_property
     def users(self) -> UserService:
         r = self.resources
-        return UserService(r.database, r.hasher, r.dictionary, actor=self.actor, sessions=self.sessions)
+        return UserService(r.database, r.hasher, r.dictionary, actor=self.actor, sessions=self.sessions,
+                           phone_region=r.config.sms.default_region)
 
     @cached_property
     def bulk(self) -> BulkService:
         r = self.resources
         return BulkService(r.database, r.hasher, r.dictionary, actor=self.actor, hash_threads=r.hash_threads,
-                           sessions=self.sessions)
+                           sessions=self.sessions, phone_region=r.config.sms.default_region)
 
     @cached_property
     def blocks(self) -> BlockService:

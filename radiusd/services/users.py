@@ -8,7 +8,8 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +22,7 @@ from radiusd.services import Conflict, Invalid, NotFound, first_error
 from radiusd.services.audit import record_event
 from radiusd.services.blocks import blocked_clause, not_blocked_clause
 
+DEFAULT_PHONE_REGION = "TR"  # [sms] default_region's default
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_BYTES = 128  # RFC 2865 §5.2
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -30,18 +32,29 @@ NO_RECORD = 0  # the id of a User the pipeline holds before its record exists (a
 Status = Literal["active", "disabled", "expired", "blocked"]
 
 
-def normalise_phone(value: str) -> str:
-    """E.164 (+ and 8–15 digits); the Turkish national form 05xxxxxxxxx becomes +905xxxxxxxxx."""
-    digits = re.sub(r"[\s().-]", "", value)
-    if not digits:
+# phonenumbers' reasons a number is not possible, as words ("too short", "invalid country code")
+PHONE_REASONS = {value: name.lower().replace("_", " ") for name, value in vars(phonenumbers.ValidationResult).items()
+                 if name.isupper()}
+PHONE_REGION = "phone_region"  # validation context: the region of numbers given in national form
+
+
+def normalise_phone(value: str, region: str = DEFAULT_PHONE_REGION) -> str:
+    """E.164 of a number given internationally (+ or the region's international prefix) or in
+    ``region``'s national form (``[sms] default_region``); ValueError with phonenumbers' reason
+    for anything else."""
+    text = value.strip()
+    if not text:
         return ""
-    if re.fullmatch(r"05\d{9}", digits):
-        digits = "+9" + digits
-    elif digits.startswith("00"):
-        digits = "+" + digits[2:]
-    if not re.fullmatch(r"\+[1-9]\d{7,14}", digits):
-        raise ValueError("phone must be in E.164 form (+ and country code) or 05xxxxxxxxx")
-    return digits
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc._msg}") from None
+    if not phonenumbers.is_valid_number(number):
+        possible = phonenumbers.is_possible_number_with_reason(number)
+        reason = "no such number in its numbering plan" if possible == phonenumbers.ValidationResult.IS_POSSIBLE \
+            else PHONE_REASONS.get(possible, "invalid")
+        raise ValueError(f"not a valid phone number for region {region} ({reason})")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 class ReplyAttribute(BaseModel):
@@ -76,8 +89,11 @@ class UserFields(BaseModel):
 
     @field_validator("phone")
     @classmethod
-    def _phone(cls, value: str) -> str:
-        return normalise_phone(value)
+    def _phone(cls, value: str, info: ValidationInfo) -> str:
+        """Normalised with the configured region, given in the context (``parse_fields``);
+        without one (the API's edge parse) it is checked later, by the service."""
+        region = (info.context or {}).get(PHONE_REGION)
+        return value if region is None else normalise_phone(value, region)
 
     @field_validator("expires_at")
     @classmethod
@@ -119,10 +135,10 @@ def check_password(password: str, confirmation: str | None = None) -> str:
     return password
 
 
-def parse_fields(data: dict, *, partial: bool = False) -> dict:
+def parse_fields(data: dict, *, partial: bool = False, phone_region: str = DEFAULT_PHONE_REGION) -> dict:
     """Validate profile fields; with ``partial``, only the given ones. Raises Invalid."""
     try:
-        model = UserFields.model_validate(data)
+        model = UserFields.model_validate(data, context={PHONE_REGION: phone_region})
     except ValidationError as exc:
         raise first_error(exc) from None
     values = model.model_dump(exclude_unset=partial)
@@ -224,8 +240,9 @@ class UserService:
     """Use-cases on local users, shared by ``radiusd-admin`` and the admin API."""
 
     def __init__(self, database: Database, hasher: PasswordHasher, dictionary: RadiusDictionary,
-                 actor: str = "cli", sessions=None):
+                 actor: str = "cli", sessions=None, phone_region: str = DEFAULT_PHONE_REGION):
         self.database = database
+        self.phone_region = phone_region
         self.hasher = hasher
         self.dictionary = dictionary
         self.actor = actor
@@ -238,7 +255,7 @@ class UserService:
     def create(self, username: str, fields: dict, password: str | None = None,
                confirmation: str | None = None) -> dict:
         check_username(username)
-        values = parse_fields(fields)
+        values = parse_fields(fields, phone_region=self.phone_region)
         check_reply_attributes(self.dictionary, values["reply_attributes"])
         password_hash = self.hasher.hash(check_password(password, confirmation)) if password else None
         now = utcnow()
@@ -288,7 +305,7 @@ class UserService:
         return to_view(row)
 
     def update(self, username: str, fields: dict) -> dict:
-        values = parse_fields(fields, partial=True)
+        values = parse_fields(fields, partial=True, phone_region=self.phone_region)
         if "reply_attributes" in values:
             check_reply_attributes(self.dictionary, values["reply_attributes"])
         changed = self._change(username, "user.update", fields=sorted(values), **values)
