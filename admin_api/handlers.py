@@ -78,8 +78,9 @@ class Handlers:
         self.clock = runtime.context.clock
         self.openapi_document = openapi
         self.nas_changed = nas_changed
-        self.token = TokenEndpoint(lambda: self.services("oauth").api_clients,
-                                   TokenBucket(self.config.api.token_requests_per_minute))
+        failures_per_minute = self.config.api.token_requests_per_minute
+        self.token = TokenEndpoint(lambda: self.services("oauth").api_clients, TokenBucket(failures_per_minute),
+                                   TokenBucket(failures_per_minute))
         self.activations_by_address = TokenBucket(self.config.api.activation_requests_per_minute)
         self.activations_by_code = TokenBucket(ACTIVATIONS_PER_CODE_PER_MINUTE)
         self.import_jobs = ImportJobs(self.clock)

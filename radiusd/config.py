@@ -181,7 +181,8 @@ class ListenSection(Section):
 
 class ApiSection(ListenSection):
     token_ttl_seconds: int = Field(3600, ge=60)
-    token_requests_per_minute: int = Field(30, ge=1, le=6000)  # per API client, in-process token bucket
+    # failed token requests: per source address (then 429) and per client id (then slowed)
+    token_requests_per_minute: int = Field(30, ge=1, le=6000)
     activation_requests_per_minute: int = Field(20, ge=1, le=6000)  # POST /mobile/activate per source address
 
 
