@@ -159,9 +159,10 @@ class Handlers:
 
     def list_sessions(self, call: Call) -> Reply:
         limit = call.query.limit
-        rows = self.services(call.actor).sessions.list_open(call.params["username"],
-                                                            after=decode_cursor(call.query.cursor, int),
-                                                            limit=limit + 1)
+        status = None if call.query.status == "all" else call.query.status
+        rows = self.services(call.actor).sessions.list_user_sessions(call.params["username"], status=status,
+                                                                     after=decode_cursor(call.query.cursor, int),
+                                                                     limit=limit + 1)
         document = page(rows, limit, lambda row: row[0])
         return Reply.json({**document, "items": [view for _, view in document["items"]]})
 
@@ -411,7 +412,7 @@ def build_routes(handlers: Handlers) -> list[Route]:
         Route("POST", f"{user}/disable", h.disable_user, ADMIN),
         Route("POST", f"{user}/block", h.block_user, ADMIN, body=m.BlockRequest),
         Route("DELETE", f"{user}/block", h.unblock_user, ADMIN),
-        Route("GET", f"{user}/sessions", h.list_sessions, ADMIN, query=m.Page),
+        Route("GET", f"{user}/sessions", h.list_sessions, ADMIN, query=m.SessionQuery),
         Route("DELETE", f"{user}/sessions", h.terminate_sessions, ADMIN),
         Route("GET", f"{p}/blocked", h.list_blocked, ADMIN, query=m.Page),
         Route("DELETE", f"{p}/blocked/{{username}}", h.unblock_user, ADMIN),

@@ -487,11 +487,13 @@ SESSION_COLUMNS = ["session_id", "nas", "framed_ip_address", "calling_station_id
 
 @user.command("sessions")
 @click.argument("username")
+@click.option("--all", "everything", is_flag=True, help="closed sessions too (stopped, terminated, stale)")
 @click.pass_obj
 @operation
-def user_sessions(admin, username):
-    """The user's open accounting sessions."""
-    admin.emit([view for _, view in admin.services.sessions.list_open(username)], SESSION_COLUMNS)
+def user_sessions(admin, username, everything):
+    """The user's open accounting sessions (with --all, every session still kept)."""
+    rows = admin.services.sessions.list_user_sessions(username, status=None if everything else "active")
+    admin.emit([view for _, view in rows], SESSION_COLUMNS)
 
 
 @user.command("disconnect")

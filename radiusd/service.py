@@ -20,7 +20,6 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.server import Site
 
 from radiusd.accounting import AccountingRequest
 from radiusd.admission import WorkQueue
@@ -36,7 +35,7 @@ from radiusd.decisions import Abandoned, BackendFailure
 from radiusd.dedupe import DuplicateCache
 from radiusd.dictionary import RadiusDictionary
 from radiusd.disconnect import DisconnectClient, DisconnectResult, DisconnectTarget
-from radiusd.health import HealthMonitor, ops_root
+from radiusd.health import HealthMonitor, OpsSite, ops_root
 from radiusd.plugin import PluginContext, health_checks, register_plugins
 from radiusd.metrics import Metrics
 from radiusd.pipeline import Pipeline
@@ -197,8 +196,7 @@ class RadiusService(MultiService):
         self.nas_watch.start(NAS_POLL_SECONDS, now=True)
         if self.serve_ops:
             ops = self.config.ops
-            site = Site(ops_root(self.runtime.metrics, self.monitor))
-            site.noisy = False
+            site = OpsSite(ops_root(self.runtime.metrics, self.monitor))
             self.ops_port = self.reactor.listenTCP(ops.port, site, interface=ops.listen)
         if self.serve_api:
             from radiusd.admin_api import admin_site
