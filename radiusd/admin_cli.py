@@ -615,6 +615,9 @@ def otp():
     """SoftOTP (authenticator app) enrolments."""
 
 
+QR_SVG_SCALE = 8  # pixels a module: about 400 px across, which a phone reads off a screen (1 px: 45)
+
+
 @otp.command("enroll")
 @click.argument("username")
 @click.option("--qr", default="terminal", metavar="terminal|svg:FILE",
@@ -635,7 +638,7 @@ def otp_enroll(admin, username, qr):
     if qr == "terminal":
         code.terminal(compact=True)
     else:
-        code.save(qr[4:], kind="svg")
+        code.save(qr[4:], kind="svg", scale=QR_SVG_SCALE, border=4)
         click.echo(f"QR code written to {qr[4:]}")
     click.echo(f"otpauth URI: {enrolment['otpauth_uri']}")
     click.echo(f"activation code: {enrolment['activation_code']}")

@@ -286,8 +286,9 @@ class LoggingSection(Section):
 
 class Config(Section):
     server: ServerSection = ServerSection()
-    security: SecuritySection = SecuritySection()
-    database: DatabaseSection = DatabaseSection()
+    # validated from {} so that their default paths, too, start at the configuration file's directory
+    security: SecuritySection = Field({}, validate_default=True)
+    database: DatabaseSection = Field({}, validate_default=True)
     api: ApiSection = ApiSection()
     ops: OpsSection = OpsSection()
     lockout: LockoutSection = LockoutSection()

@@ -304,7 +304,7 @@ class Importer:
             existing = self._existing(conn, list(plan.named))
             if plan.on_conflict == "fail":  # lines with other errors too: the report is complete
                 plan.errors.extend(_error(line, "username", f"user {name} exists already "
-                                                            "(choose --on-conflict skip or update)")
+                                                            "(on conflict: fail; skip or update would go on)")
                                    for name, line in plan.named.items() if name in existing and line not in valid_lines)
             kept = []
             for row in plan.rows:
@@ -314,7 +314,7 @@ class Importer:
                     continue
                 if plan.on_conflict == "fail":
                     plan.errors.append(_error(row.line, "username", f"user {row.username} exists already "
-                                                                    "(choose --on-conflict skip or update)"))
+                                                                    "(on conflict: fail; skip or update would go on)"))
                     continue
                 if plan.on_conflict == "update" and source != "local" and (row.password or row.password_hash):
                     plan.errors.append(_error(row.line, "password" if row.password else "password_hash",

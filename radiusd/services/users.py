@@ -23,8 +23,9 @@ from radiusd.services.audit import record_event
 from radiusd.services.blocks import blocked_clause, not_blocked_clause
 
 DEFAULT_PHONE_REGION = "TR"  # [sms] default_region's default
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_BYTES = 128  # RFC 2865 §5.2
+# One rule, in bytes of UTF-8 everywhere (API, CLI, import): RFC 2865 §5.2 limits User-Password to 128 octets.
+MIN_PASSWORD_BYTES = 8
+MAX_PASSWORD_BYTES = 128
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FRAMED_IP_KEYWORDS = ("user-selects", "nas-assigns")
 LOOKUP_CHUNK = 500  # names per IN (...) query
@@ -126,10 +127,9 @@ def check_username(username: str) -> str:
 def check_password(password: str, confirmation: str | None = None) -> str:
     if confirmation is not None and password != confirmation:
         raise Invalid("password_confirmation", "password and confirmation differ")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise Invalid("password", f"password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password.encode()) > MAX_PASSWORD_BYTES:
-        raise Invalid("password", f"password must be at most {MAX_PASSWORD_BYTES} bytes")
+    if not MIN_PASSWORD_BYTES <= len(password.encode()) <= MAX_PASSWORD_BYTES:
+        raise Invalid("password", f"password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes "
+                                  "(UTF-8: a character other than ASCII takes 2 to 4)")
     if any(unicodedata.category(ch) == "Cc" for ch in password):
         raise Invalid("password", "password must not contain control characters")
     return password
@@ -257,6 +257,7 @@ class UserService:
         check_username(username)
         values = parse_fields(fields, phone_region=self.phone_region)
         check_reply_attributes(self.dictionary, values["reply_attributes"])
+        self._refuse_taken_address(username, values["framed_ip_address"])
         password_hash = self.hasher.hash(check_password(password, confirmation)) if password else None
         now = utcnow()
         try:
@@ -268,6 +269,17 @@ class UserService:
             raise Conflict("username", f"user {username} already exists") from None
         self._audit("user.create", username)
         return self.show(username)
+
+    def _refuse_taken_address(self, username: str, address: str | None) -> None:
+        """Conflict when another user has this Framed-IP-Address (as the import refuses it):
+        two sessions with one address break both."""
+        if not address or address in FRAMED_IP_KEYWORDS:
+            return
+        with self.database.engine.connect() as conn:
+            holder = conn.execute(select(users.c.username).where(users.c.framed_ip_address == address,
+                                                                 users.c.username != username).limit(1)).scalar()
+        if holder is not None:
+            raise Conflict("framed_ip_address", f"Framed-IP-Address {address} is already assigned to user {holder}")
 
     def create_record(self, username: str, source: str, at: datetime) -> bool:
         """The local record of a user whose password lives elsewhere (a directory); False when
@@ -308,6 +320,8 @@ class UserService:
         values = parse_fields(fields, partial=True, phone_region=self.phone_region)
         if "reply_attributes" in values:
             check_reply_attributes(self.dictionary, values["reply_attributes"])
+        if "framed_ip_address" in values:
+            self._refuse_taken_address(username, values["framed_ip_address"])
         changed = self._change(username, "user.update", fields=sorted(values), **values)
         if values.get("expires_at") is not None and values["expires_at"] <= utcnow() and self.sessions is not None:
             self.sessions.notice_expiry(username)  # at once, not at the next sweep

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import stat
 import subprocess
@@ -503,3 +504,28 @@ def test_relative_paths_in_the_configuration_start_at_its_directory(tmp_path):
     assert json.loads(run("user", "list").stdout) == []
     assert [entry["name"] for entry in json.loads(run("nas", "list").stdout)] == ["lab"]
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_qr_svg_is_large_enough_to_scan_off_a_screen(config, tmp_path):
+    add_alice(config)
+    qr = tmp_path / "qr.svg"
+    admin(config, "otp", "enroll", "alice", "--qr", f"svg:{qr}", fmt="table")
+    width = int(re.search(r'<svg[^>]* width="(\d+)"', qr.read_text()).group(1))
+    assert width >= 300, width
+
+
+def test_one_password_rule_counted_in_bytes(config):
+    assert_fails(add_alice(config, password="äöü", check=False), 1, "8 to 128 bytes")  # 3 characters, 6 bytes
+    assert not stored_usernames(config)
+    add_alice(config, password="äöüä")  # 4 characters, 8 bytes: the rule is bytes
+    assert stored_usernames(config) == ["alice"]
+
+
+def test_a_framed_ip_address_already_assigned_is_refused_naming_its_user(config):
+    add_alice(config, "--framed-ip", "10.9.0.1")
+    result = admin(config, "user", "add", "bob", "--password-stdin", "--framed-ip", "10.9.0.1",
+                   stdin=PASSWORD + "\n", check=False)
+    assert_fails(result, 1, "10.9.0.1", "alice")
+    admin(config, "user", "add", "bob", "--password-stdin", stdin=PASSWORD + "\n")
+    assert_fails(admin(config, "user", "set", "bob", "--framed-ip", "10.9.0.1", check=False), 1, "alice")
+    admin(config, "user", "set", "alice", "--framed-ip", "10.9.0.1")  # its own address: unchanged, fine

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from radiusd.config import Config, ConfigError, SecretRef, config_path, load_config
@@ -36,7 +38,9 @@ def refused(path: str, environ: dict | None = None) -> str:
 
 
 def test_empty_file_loads_the_documented_defaults(write):
-    config = load_config(write(""), environ={})
+    path = write("")
+    home = os.path.dirname(os.path.abspath(path))
+    config = load_config(path, environ={})
     assert config.server.listen == ["0.0.0.0"]
     assert config.server.auth_port == 1812
     assert config.server.acct_port == 1813
@@ -46,9 +50,9 @@ def test_empty_file_loads_the_documented_defaults(write):
     assert config.server.on_backend_error == "drop"
     assert config.server.max_pending_requests == 1000
     assert config.security.require_message_authenticator is True
-    assert config.security.seed_key.file == "var/seed.key"
+    assert config.security.seed_key.file == f"{home}/var/seed.key"  # relative to the file's directory
     assert config.security.password_hash == "argon2id"
-    assert config.database.url == "sqlite:///var/radiusd.db"
+    assert config.database.url == f"sqlite:///{home}/var/radiusd.db"
     assert (config.api.listen, config.api.port, config.api.token_ttl_seconds) == ("127.0.0.1", 8080, 3600)
     assert (config.ops.listen, config.ops.port) == ("127.0.0.1", 9812)
     assert (config.lockout.max_failures, config.lockout.window_seconds, config.lockout.block_seconds,
@@ -294,3 +298,22 @@ def test_plugin_section_secrets_are_references_read_on_use(write, tmp_path, monk
     assert config.push.webhook_headers["Authorization"].reveal() == "Bearer from-the-environment"
     assert config.sms.headers["X-Inline"].reveal() == "hunter2-sms"
     assert "hunter2" not in repr(config) and "hunter2" not in str(config.sms)
+
+
+def test_relative_paths_are_relative_to_the_configuration_files_directory(tmp_path, monkeypatch):
+    home = tmp_path / "etc" / "radiusd"
+    home.mkdir(parents=True)
+    (home / "radiusd.toml").write_text(
+        '[database]\nurl = "sqlite:///var/radiusd.db?timeout=5"\n'
+        '[sms]\nspool_path = "spool/sms"\n'
+        '[[nas]]\nname = "a"\naddress = "10.0.0.1"\nsecret = { file = "../secrets/nas-a" }\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config(str(home / "radiusd.toml"), environ={})
+    assert config.database.url == f"sqlite:///{home}/var/radiusd.db?timeout=5"
+    assert config.security.seed_key.file == f"{home}/var/seed.key"  # the default too
+    assert config.sms.spool_path == f"{home}/spool/sms"
+    assert config.nas[0].secret.file == f"{tmp_path}/etc/secrets/nas-a"
+
+    absolute = load_config(str(home / "radiusd.toml"), environ={"RADIUSD_DATABASE__URL": "sqlite:////srv/r.db"})
+    assert absolute.database.url == "sqlite:////srv/r.db"
+    assert Config().database.url == "sqlite:///var/radiusd.db"  # no file: as given
