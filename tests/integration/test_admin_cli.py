@@ -212,7 +212,7 @@ def test_unknown_user_fails_with_one_line(config):
 
 INVALID_PROFILE_VALUES = [
     (["--phone", "12345"], "phone"),
-    (["--phone", "5554443322"], "phone"),
+    (["--phone", "0555444332"], "phone"),
     (["--email", "not-an-email"], "email"),
     (["--sponsor-email", "bob@"], "sponsor_email"),
     (["--framed-ip", "10.0.0.256"], "framed_ip_address"),

@@ -145,8 +145,9 @@ def test_check_config_refuses_a_nas_secret_that_does_not_decrypt(config, tmp_pat
     finally:
         database.dispose()
     (tmp_path / "seed.key").unlink()
-    admin(config, "db", "upgrade")  # writes a new, different seed key
-    assert_refused(radiusd(config, "check-config"), "vpn1")
+    upgrade = admin(config, "db", "upgrade", check=False)  # writes a new, different seed key, and refuses it
+    assert upgrade.returncode == 1 and "does not decrypt the secrets stored" in upgrade.stderr, upgrade.stderr
+    assert_refused(radiusd(config, "check-config"), "does not decrypt the secrets stored in this database")
 
 
 def test_check_config_refuses_a_bad_config_nas(tmp_path, sqlite_url):
