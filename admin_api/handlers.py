@@ -78,8 +78,9 @@ class Handlers:
         self.clock = runtime.context.clock
         self.openapi_document = openapi
         self.nas_changed = nas_changed
-        self.token = TokenEndpoint(lambda: self.services("oauth").api_clients,
-                                   TokenBucket(self.config.api.token_requests_per_minute))
+        failures_per_minute = self.config.api.token_requests_per_minute
+        self.token = TokenEndpoint(lambda: self.services("oauth").api_clients, TokenBucket(failures_per_minute),
+                                   TokenBucket(failures_per_minute))
         self.activations_by_address = TokenBucket(self.config.api.activation_requests_per_minute)
         self.activations_by_code = TokenBucket(ACTIVATIONS_PER_CODE_PER_MINUTE)
         self.import_jobs = ImportJobs(self.clock)
@@ -158,9 +159,10 @@ class Handlers:
 
     def list_sessions(self, call: Call) -> Reply:
         limit = call.query.limit
-        rows = self.services(call.actor).sessions.list_open(call.params["username"],
-                                                            after=decode_cursor(call.query.cursor, int),
-                                                            limit=limit + 1)
+        status = None if call.query.status == "all" else call.query.status
+        rows = self.services(call.actor).sessions.list_user_sessions(call.params["username"], status=status,
+                                                                     after=decode_cursor(call.query.cursor, int),
+                                                                     limit=limit + 1)
         document = page(rows, limit, lambda row: row[0])
         return Reply.json({**document, "items": [view for _, view in document["items"]]})
 
@@ -410,7 +412,7 @@ def build_routes(handlers: Handlers) -> list[Route]:
         Route("POST", f"{user}/disable", h.disable_user, ADMIN),
         Route("POST", f"{user}/block", h.block_user, ADMIN, body=m.BlockRequest),
         Route("DELETE", f"{user}/block", h.unblock_user, ADMIN),
-        Route("GET", f"{user}/sessions", h.list_sessions, ADMIN, query=m.Page),
+        Route("GET", f"{user}/sessions", h.list_sessions, ADMIN, query=m.SessionQuery),
         Route("DELETE", f"{user}/sessions", h.terminate_sessions, ADMIN),
         Route("GET", f"{p}/blocked", h.list_blocked, ADMIN, query=m.Page),
         Route("DELETE", f"{p}/blocked/{{username}}", h.unblock_user, ADMIN),

@@ -52,6 +52,10 @@ class UserQuery(Page):
     expires_before: Timestamp | None = None
 
 
+class SessionQuery(Page):
+    status: Literal["active", "stopped", "terminated", "stale", "all"] = "active"
+
+
 class AuditQuery(Page):
     username: str | None = Field(None, max_length=64)
     since: Timestamp | None = None

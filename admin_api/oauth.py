@@ -1,10 +1,17 @@
 """``POST /oauth/token``: OAuth 2.0 client credentials grant (RFC 6749 §4.4, errors §5.2).
 
 The client authenticates with HTTP Basic (RFC 6749 §2.3.1: id and secret form-encoded, then
-base64) or with ``client_id``/``client_secret`` form fields, never both. Token requests are
-rate-limited per client id by an in-process token bucket (per server process: with
-``workers > 1`` only the first process serves the API). Error replies are problem+json that
-also carry RFC 6749's ``error`` member, so OAuth client libraries understand them.
+base64) or with ``client_id``/``client_secret`` form fields, never both. Unknown parameters
+are ignored (RFC 6749 §3.2).
+
+Only failed authentications are limited (in-process token buckets; with ``workers > 1`` only
+the first process serves the API): past ``token_requests_per_minute`` failures from one source
+address the answer is 429 with Retry-After, and past as many against one client id the failure
+answers are held back (slowed) up to ``MAX_FAILURE_HOLD_SECONDS``. The secret is checked first
+(a keyed digest, no slow hash), so a correct secret is never refused because of others'
+failures: client ids appear in access logs, and anyone could otherwise lock a client out.
+Error replies are problem+json that also carry RFC 6749's ``error`` member, so OAuth client
+libraries understand them.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from .router import Call
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 GRANT_TYPE = "client_credentials"
-ALLOWED_FIELDS = frozenset({"grant_type", "client_id", "client_secret", "scope"})
+MAX_FAILURE_HOLD_SECONDS = 2.0
 BASIC_CHALLENGE = (("WWW-Authenticate", 'Basic realm="radiusd"'),)
 
 
@@ -74,11 +81,9 @@ def parse_form(call: Call) -> dict[str, str]:
         raise oauth_problem(400, "invalid_request", "the form body is not valid") from None
     form: dict[str, str] = {}
     for name, value in pairs:
-        if name in form:  # RFC 6749 §3.2
+        if name in form:  # RFC 6749 §3.2: "MUST NOT be included more than once"
             raise oauth_problem(400, "invalid_request", f"parameter {name} is given twice")
-        if name not in ALLOWED_FIELDS:
-            raise oauth_problem(400, "invalid_request", f"unsupported parameter {name}")
-        form[name] = value
+        form[name] = value  # unrecognised ones too: §3.2 says to ignore them, and nothing reads them
     return form
 
 
@@ -110,27 +115,42 @@ def invalid_client() -> Problem:
 
 
 class TokenEndpoint:
-    def __init__(self, clients: Callable[[], ApiClientService], limiter: TokenBucket):
+    """``failures_by_address`` and ``failures_by_client`` count failed authentications only."""
+
+    def __init__(self, clients: Callable[[], ApiClientService], failures_by_address: TokenBucket,
+                 failures_by_client: TokenBucket):
         self.clients = clients
-        self.limiter = limiter
+        self.failures_by_address = failures_by_address
+        self.failures_by_client = failures_by_client
 
     def __call__(self, call: Call) -> Reply:
         form = parse_form(call)
-        client_id, secret = client_credentials(call, form)
-        wait = self.limiter.take(client_id[:256])
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise Problem(429, "rate_limited", f"too many token requests for this client; retry in {seconds} s",
-                          headers=(("Retry-After", str(seconds)),))
         grant = form.get("grant_type")
         if grant is None:
             raise oauth_problem(400, "invalid_request", "grant_type is required")
         if grant != GRANT_TYPE:
             raise oauth_problem(400, "unsupported_grant_type", f"only grant_type={GRANT_TYPE} is supported")
         try:
+            client_id, secret = client_credentials(call, form)
+        except Problem as problem:
+            if problem.status != 401:
+                raise
+            return self._failed(call, "", problem)
+        try:
             token = self.clients().issue_token(client_id, secret, form.get("scope"))
         except Invalid as exc:
             raise oauth_problem(400, "invalid_scope", exc.detail) from None
         if token is None:
-            raise invalid_client()
+            return self._failed(call, client_id, invalid_client())
         return replace(Reply.json(token, headers=(("Pragma", "no-cache"),)), client=client_id)
+
+    def _failed(self, call: Call, client_id: str, problem: Problem) -> Reply:
+        """A failed authentication: counted against its source address (429 once past the
+        limit) and its client id (the answer held back once past it)."""
+        wait = self.failures_by_address.take(call.raw.peer[0])
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            problem = Problem(429, "rate_limited", f"too many failed token requests from this address; retry in "
+                              f"{seconds} s", headers=(("Retry-After", str(seconds)),))
+        hold = min(MAX_FAILURE_HOLD_SECONDS, self.failures_by_client.take(client_id[:256])) if client_id else 0.0
+        return replace(Reply.problem(problem), hold_seconds=hold, client=client_id)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pydantic import Field, field_validator, model_validator
 from twisted.logger import Logger
 
-from radiusd.config import ConfigError, Secret, Section
+from radiusd.config import ConfigError, ConfigPath, Secret, Section
 from radiusd.decisions import Accept, PasswordOk, Reason, Reject
 from radiusd.directory import Directory, DirectoryEntry
 from radiusd.errors import BackendError
@@ -55,7 +55,7 @@ class LdapSection(Section):
     group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"  # empty: the user's memberOf
     group_name_attribute: str = Field("cn", min_length=1)
     start_tls: bool = False
-    ca_file: str = ""
+    ca_file: ConfigPath = ""
     connect_timeout_seconds: float = Field(2, gt=0, le=30)
     receive_timeout_seconds: int = Field(3, ge=1, le=30)  # whole seconds (SO_RCVTIMEO, as ldap3 sets it)
     max_connections: int = Field(10, ge=1, le=256)

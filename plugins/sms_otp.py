@@ -12,9 +12,10 @@ import hmac
 import secrets
 from typing import Literal
 
-from pydantic import Field, model_validator
+import phonenumbers
+from pydantic import Field, field_validator, model_validator
 
-from radiusd.config import Secret, Section
+from radiusd.config import ConfigPath, Secret, Section
 from radiusd.decisions import Accept, Reason, Reject
 from radiusd.plugin import Factor, PluginContext, hookimpl
 from radiusd.services.otp import is_code
@@ -29,7 +30,8 @@ class SmsSection(Section):
     """``[sms]``: the gateway SMS codes go through, and the per-user sending limit."""
 
     gateway: Literal["file", "http"] = "file"
-    spool_path: str = "var/sms.spool"
+    default_region: str = "TR"  # numbers given without + are national numbers of this region (ISO 3166)
+    spool_path: ConfigPath = Field("var/sms.spool", validate_default=True)
     max_per_window: int = Field(3, ge=1)
     window_seconds: int = Field(600, gt=0)
     message: str = "Your {issuer} code is {code}"
@@ -41,6 +43,13 @@ class SmsSection(Section):
     content_type: str = "application/json"
     success_statuses: list[int] = [200, 201, 202, 204]
     timeout_seconds: float = Field(5, gt=0, le=30)
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region phonenumbers knows (ISO 3166 alpha-2, e.g. TR, DE, US)")
+        return value.upper()
 
     @model_validator(mode="after")
     def _http_needs_url(self):

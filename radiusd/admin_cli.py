@@ -18,6 +18,7 @@ import click
 
 from radiusd import __version__
 from radiusd.config import Config, ConfigError, config_path, load_config
+from radiusd.crypto import DecryptionError
 from radiusd.errors import backend_of
 from radiusd.services import ServiceError
 
@@ -35,9 +36,20 @@ class AdminContext:
 
     @cached_property
     def database(self):
+        """The database, which must exist with the current schema: only ``db upgrade`` creates
+        or migrates one (it sets this itself, from ``open_database``)."""
+        from radiusd.db import migrate
+
+        database = self.open_database(create=False)
+        if not migrate.is_current(database):
+            raise ConfigError(f"the database schema is not current (revision {migrate.current_revision(database)}, "
+                              f"this release {migrate.head_revision()}): run `radiusd-admin db upgrade`")
+        return database
+
+    def open_database(self, *, create: bool):
         from radiusd.db.engine import Database
 
-        return Database(self.config.database.url, pool_size=2)
+        return Database(self.config.database.url, pool_size=2, create=create)
 
     @cached_property
     def services(self):
@@ -120,6 +132,10 @@ def operation(function):
             fail(exc.detail)
         except ConfigError as exc:
             fail(str(exc))
+        except DecryptionError as exc:  # a blob damaged since the key check passed
+            fail(f"{exc}; is [security] seed_key the key this database was written with?")
+        except OSError as exc:  # a file the command reads or writes
+            fail(f"{exc.filename or 'file'}: {exc.strerror or exc}")
         except Exception as exc:  # a backend failure is still one clear line, never a traceback
             if backend_of(exc) != "db":
                 raise
@@ -148,6 +164,7 @@ def read_secret(from_stdin: bool, prompt: str, confirm: bool = True) -> str:
 @click.pass_context
 def main(ctx, config_file, fmt):
     """Administer radiusd: database, NAS devices, users and API clients."""
+    os.umask(0o077)  # what it writes (database, seed key, QR codes, exports) holds secrets: owner only
     ctx.obj = AdminContext(config_path(config_file), fmt)
 
 
@@ -162,15 +179,39 @@ def db():
 @click.pass_obj
 @operation
 def upgrade(admin: AdminContext):
-    """Create the seed key file if missing and apply all migrations."""
+    """Create the database and the seed key file if missing, apply all migrations and write
+    the seed key's check value (a key that does not open it is refused from then on)."""
     from radiusd.crypto import create_seed_key_file
     from radiusd.db import migrate
 
     reference = admin.config.security.seed_key
     created = bool(reference.file) and create_seed_key_file(reference.file)
-    admin.services.resources.seed_key  # noqa: B018 - refuse to go on with an unusable key
+    admin.database = admin.open_database(create=True)
     migrate.upgrade(admin.database)
+    admin.services.resources.seed_key  # noqa: B018 - writes the key check, or refuses a wrong key
     admin.emit({"revision": migrate.current_revision(admin.database), "seed_key_created": created})
+
+
+@db.command("rotate-seed-key")
+@click.option("--new-key-file", required=True, metavar="FILE",
+              help="the new seed key (created, mode 0600, if the file does not exist)")
+@click.pass_obj
+@operation
+def rotate_seed_key(admin: AdminContext, new_key_file):
+    """Re-encrypt every TOTP seed and NAS secret with a new seed key, in one transaction
+    (interrupted, nothing changes). Stop the servers first; then point [security] seed_key at
+    FILE and start them."""
+    from radiusd.config import SecretRef
+    from radiusd.crypto import SeedKey, create_seed_key_file
+    from radiusd.services.keys import rotate_seed_key as rotate
+
+    created = create_seed_key_file(new_key_file)
+    new = SeedKey.load(SecretRef(file=new_key_file))
+    counts = rotate(admin.database, admin.services.resources.seed_key, new, actor="cli")
+    admin.emit({"new_key_file": new_key_file, "new_key_created": created, "nas_secrets": counts["nas_devices"],
+                "totp_seeds": counts["otp_enrolments"]})
+    if admin.format != "json":
+        click.echo(f"now set [security] seed_key = {{ file = \"{new_key_file}\" }} and start the servers", err=True)
 
 
 @db.command()
@@ -180,7 +221,8 @@ def current(admin: AdminContext):
     """Show the schema revision of the database and of this release."""
     from radiusd.db import migrate
 
-    admin.emit({"revision": migrate.current_revision(admin.database), "head": migrate.head_revision()})
+    database = admin.open_database(create=False)
+    admin.emit({"revision": migrate.current_revision(database), "head": migrate.head_revision()})
 
 
 # -- nas ---------------------------------------------------------------------------------------
@@ -262,7 +304,7 @@ def profile_options(function):
     """The profile flags shared by ``user add`` and ``user set``."""
     options = [
         click.option("--first-name"), click.option("--last-name"), click.option("--email"),
-        click.option("--phone", help="E.164, or the Turkish national form 05xxxxxxxxx"),
+        click.option("--phone", help="+ and country code, or national form in [sms] default_region"),
         click.option("--expires", help="ISO-8601 date or time (UTC unless an offset is given); '' clears"),
         click.option("--framed-ip", help="IPv4 address, user-selects or nas-assigns; '' clears"),
         click.option("--sponsor-name"), click.option("--sponsor-email"), click.option("--description"),
@@ -454,11 +496,13 @@ SESSION_COLUMNS = ["session_id", "nas", "framed_ip_address", "calling_station_id
 
 @user.command("sessions")
 @click.argument("username")
+@click.option("--all", "everything", is_flag=True, help="closed sessions too (stopped, terminated, stale)")
 @click.pass_obj
 @operation
-def user_sessions(admin, username):
-    """The user's open accounting sessions."""
-    admin.emit([view for _, view in admin.services.sessions.list_open(username)], SESSION_COLUMNS)
+def user_sessions(admin, username, everything):
+    """The user's open accounting sessions (with --all, every session still kept)."""
+    rows = admin.services.sessions.list_user_sessions(username, status=None if everything else "active")
+    admin.emit([view for _, view in rows], SESSION_COLUMNS)
 
 
 @user.command("disconnect")
@@ -580,6 +624,9 @@ def otp():
     """SoftOTP (authenticator app) enrolments."""
 
 
+QR_SVG_SCALE = 8  # pixels a module: about 400 px across, which a phone reads off a screen (1 px: 45)
+
+
 @otp.command("enroll")
 @click.argument("username")
 @click.option("--qr", default="terminal", metavar="terminal|svg:FILE",
@@ -600,7 +647,7 @@ def otp_enroll(admin, username, qr):
     if qr == "terminal":
         code.terminal(compact=True)
     else:
-        code.save(qr[4:], kind="svg")
+        code.save(qr[4:], kind="svg", scale=QR_SVG_SCALE, border=4)
         click.echo(f"QR code written to {qr[4:]}")
     click.echo(f"otpauth URI: {enrolment['otpauth_uri']}")
     click.echo(f"activation code: {enrolment['activation_code']}")

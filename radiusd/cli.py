@@ -11,7 +11,7 @@ import threading
 import click
 
 from radiusd import __version__
-from radiusd.config import ConfigError, config_path, load_config
+from radiusd.config import ConfigError, config_path, load_config, readable_by_others
 
 WORKER_ENV = "RADIUSD_WORKER_INDEX"
 STARTUP_SECONDS = 20  # building the runtime (the database's schema check) may take no longer
@@ -29,6 +29,7 @@ def fail(message: str, code: int = 1):
 @click.pass_context
 def main(ctx, config_file):
     """RADIUS authentication server with multi-factor authentication."""
+    os.umask(0o077)  # the database (and -wal/-shm), spools and key files hold secrets: owner only
     ctx.obj = config_path(config_file)
 
 
@@ -165,6 +166,8 @@ def check_config(path):
             probe()
         except Exception as exc:
             fail(f"{name} check failed: {getattr(exc, 'detail', '') or exc}")
+    for warning in readable_by_others(config):
+        click.echo(f"radiusd: warning: {warning}", err=True)
     click.echo(f"configuration OK: {path} ({len(registry)} NAS entries, "
                f"plugins {', '.join(n for n in config.plugins.order if n not in config.plugins.disabled)})")
 

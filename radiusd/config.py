@@ -4,7 +4,8 @@ Every section is a pydantic model with ``extra="forbid"`` so a misspelt key stop
 instead of being silently ignored. ``RADIUSD_<SECTION>__<KEY>=value`` overrides a key; the
 value is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a
 string. Secrets are given inline or referenced as ``{file = "path"}`` / ``{env = "NAME"}``
-and are only read when used.
+and are only read when used. Relative file paths (``ConfigPath``: the SQLite file, secret
+files, spools...) are relative to the configuration file's directory.
 
 The core's sections are declared here. The sections the built-in plugins own (``[ldap]``,
 ``[sms]``, ``[push]``) are declared, typed, in their plugin's module (DESIGN.md §3 item 8) and
@@ -26,11 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import core_schema
 
 DEFAULT_CONFIG_PATH = "/etc/radiusd/radiusd.toml"
 ENV_PREFIX = "RADIUSD_"
+CONFIG_DIRECTORY = "config_directory"  # validation context: where relative paths start
 
 
 class ConfigError(Exception):
@@ -41,11 +53,24 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _relative_to_config(value: str | None, info: ValidationInfo) -> str | None:
+    """A relative path read from a configuration file is relative to that file's directory
+    (as nginx's and FreeRADIUS's prefix), not to the working directory of whoever runs us."""
+    base = (info.context or {}).get(CONFIG_DIRECTORY)
+    if not value or base is None or os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(base, value))
+
+
+# A file path in the configuration (see _relative_to_config).
+ConfigPath = Annotated[str, AfterValidator(_relative_to_config)]
+
+
 class SecretRef(Section):
     """A secret given inline, in a file or in an environment variable; read on use."""
 
     value: str | None = Field(None, repr=False)  # str() must not show it either
-    file: str | None = None
+    file: ConfigPath | None = None
     env: str | None = None
 
     def reveal(self) -> str:
@@ -63,6 +88,12 @@ class SecretRef(Section):
                 raise ConfigError(f"secret environment variable {self.env} is not set")
             return os.environ[self.env]
         raise ConfigError("secret reference names neither file nor env")
+
+    def where(self) -> str:
+        """Where the secret is, for messages (never the secret)."""
+        if self.file is not None:
+            return f"file {self.file}"
+        return f"environment variable {self.env}" if self.env is not None else "given inline"
 
     def __repr__(self) -> str:  # never show an inline secret
         return f"SecretRef(file={self.file!r}, env={self.env!r})"
@@ -102,7 +133,7 @@ class ServerSection(Section):
 
 class SecuritySection(Section):
     require_message_authenticator: bool = True
-    seed_key: Secret = SecretRef(file="var/seed.key")
+    seed_key: Secret = Field({"file": "var/seed.key"}, validate_default=True)
     password_hash: Literal["argon2id"] = "argon2id"
     argon2_memory_kib: int = Field(19456, ge=19456)
     argon2_time_cost: int = Field(2, ge=2)
@@ -113,7 +144,40 @@ DATABASE_URLS = "sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"
 
 
 class DatabaseSection(Section):
-    url: str = "sqlite:///var/radiusd.db"
+    url: str = Field("sqlite:///var/radiusd.db", validate_default=True)
+
+    @field_validator("url")
+    @classmethod
+    def _sqlite_file_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        path = sqlite_path(value)
+        if path is None:
+            return value
+        prefix, _, rest = value.partition(":///")
+        return f"{prefix}:///{_relative_to_config(path, info)}{rest[len(path):]}"
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///PATH`` URL (None for another database or an in-memory one)."""
+    prefix, separator, rest = url.partition(":///")
+    path = rest.partition("?")[0]
+    if not prefix.startswith("sqlite") or not separator or path in ("", ":memory:"):
+        return None
+    return path
+
+
+def readable_by_others(config: "Config") -> list[str]:
+    """The database and seed key files that another user may read (``check-config`` warns):
+    the one holds hashes, the audit trail and sealed secrets, the other opens them."""
+    files = [path for path in (sqlite_path(config.database.url), config.security.seed_key.file) if path]
+    found = []
+    for path in files:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append(f"{path} is readable by other users (mode {mode & 0o777:04o}): chmod 600 {path}")
+    return found
 
     @field_validator("url")
     @classmethod
@@ -150,7 +214,8 @@ class ListenSection(Section):
 
 class ApiSection(ListenSection):
     token_ttl_seconds: int = Field(3600, ge=60)
-    token_requests_per_minute: int = Field(30, ge=1, le=6000)  # per API client, in-process token bucket
+    # failed token requests: per source address (then 429) and per client id (then slowed)
+    token_requests_per_minute: int = Field(30, ge=1, le=6000)
     activation_requests_per_minute: int = Field(20, ge=1, le=6000)  # POST /mobile/activate per source address
 
 
@@ -236,10 +301,10 @@ class PluginSection:
     name: str
 
     def __get_pydantic_core_schema__(self, source, handler):
-        return core_schema.no_info_plain_validator_function(self.validate)
+        return core_schema.with_info_plain_validator_function(self.validate)
 
-    def validate(self, value) -> Section:
-        return plugin_section(self.name).model_validate(value)
+    def validate(self, value, info: ValidationInfo) -> Section:
+        return plugin_section(self.name).model_validate(value, context=info.context)
 
 
 class PluginsSection(Section):
@@ -254,8 +319,9 @@ class LoggingSection(Section):
 
 class Config(Section):
     server: ServerSection = ServerSection()
-    security: SecuritySection = SecuritySection()
-    database: DatabaseSection = DatabaseSection()
+    # validated from {} so that their default paths, too, start at the configuration file's directory
+    security: SecuritySection = Field({}, validate_default=True)
+    database: DatabaseSection = Field({}, validate_default=True)
     api: ApiSection = ApiSection()
     ops: OpsSection = OpsSection()
     lockout: LockoutSection = LockoutSection()
@@ -330,6 +396,6 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
     data = apply_env_overrides(data, dict(os.environ if environ is None else environ))
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={CONFIG_DIRECTORY: os.path.dirname(os.path.abspath(path))})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None

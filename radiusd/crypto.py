@@ -57,11 +57,19 @@ class DecryptionError(Exception):
 
 
 class SeedKey:
-    def __init__(self, key: bytes):
+    """The key of secrets at rest. ``digest_key`` (keyed digests) is derived from the seed key
+    until the database's key check gives the one it keeps (``services/keys.py``): so a seed
+    key rotation re-encrypts seeds and secrets while stored digests stay valid."""
+
+    def __init__(self, key: bytes, digest_key: bytes | None = None):
         if len(key) != 32:
             raise ConfigError("seed key must be 32 bytes (base64-encoded)")
+        self._key = key
         self._aead = AESGCM(key)
-        self._mac_key = hmac.new(key, b"radiusd keyed digests", hashlib.sha256).digest()
+        self.digest_key = digest_key or hmac.new(key, b"radiusd keyed digests", hashlib.sha256).digest()
+
+    def with_digest_key(self, digest_key: bytes) -> "SeedKey":
+        return SeedKey(self._key, digest_key)
 
     @classmethod
     def load(cls, reference: SecretRef) -> "SeedKey":
@@ -89,7 +97,7 @@ class SeedKey:
     def digest(self, value: bytes, purpose: str) -> str:
         """A keyed digest (HMAC-SHA256, hex): short codes stored this way resist brute force
         by whoever reads the database without the seed key."""
-        return hmac.new(self._mac_key, purpose.encode() + b"\0" + value, hashlib.sha256).hexdigest()
+        return hmac.new(self.digest_key, purpose.encode() + b"\0" + value, hashlib.sha256).hexdigest()
 
     def decrypt(self, blob: bytes, purpose: str) -> bytes:
         if blob[:1] != BLOB_VERSION:
@@ -104,7 +112,8 @@ class SeedKey:
 
 
 def create_seed_key_file(path: str | Path) -> bool:
-    """Write a new seed key (mode 0600) if the file does not exist; True if one was written."""
+    """Write a new seed key (mode 0600) if the file does not exist; True if one was written.
+    ``radiusd-admin db upgrade`` and ``db rotate-seed-key`` create theirs with it."""
     path = Path(path)
     if path.exists():
         return False

@@ -24,6 +24,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from radiusd.config import OpsSection
 from radiusd.db.engine import Database
@@ -226,6 +227,17 @@ class MetricsPage(Resource):
     def render_GET(self, request):
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self.metrics.registry)
+
+
+class OpsSite(Site):
+    """The ops site, whose requests (a Prometheus scrape every few seconds, probes) are logged
+    at debug: at info they would bury everything else."""
+
+    noisy = False
+
+    def log(self, request) -> None:
+        log.debug("ops {method} {path} {status}", method=request.method.decode("ascii", "replace"),
+                  path=request.path.decode("ascii", "replace"), status=request.code)
 
 
 def ops_root(metrics: Metrics, monitor: HealthMonitor) -> Resource:

@@ -22,7 +22,6 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.server import Site
 
 from radiusd.accounting import AccountingRequest
 from radiusd.admission import WorkQueue
@@ -38,7 +37,7 @@ from radiusd.decisions import Abandoned, BackendFailure
 from radiusd.dedupe import DuplicateCache
 from radiusd.dictionary import RadiusDictionary
 from radiusd.disconnect import DisconnectClient, DisconnectResult, DisconnectTarget
-from radiusd.health import HealthMonitor, ops_root
+from radiusd.health import HealthMonitor, OpsSite, ops_root
 from radiusd.plugin import PluginContext, health_checks, register_plugins
 from radiusd.metrics import Metrics
 from radiusd.nas_activity import FLUSH_SECONDS, MessageAuthenticatorSightings, store
@@ -47,10 +46,12 @@ from radiusd.protocol import AccountingProtocol, AuthProtocol, RadiusProtocol
 from radiusd.replies import encode_attributes
 from radiusd.services.factory import Resources, Services
 from radiusd.services.hashing import SERVER_HASH_THREADS
+from radiusd.services.keys import open_seed_key
 from radiusd.services.sessions import SessionService
 
 log = Logger(namespace="radiusd.service")
 API_THREADS = 4  # admin API handlers; its POST /auth runs in the auth pool like RADIUS
+NAS_POLL_SECONDS = 3  # how soon a NAS change made in the database by another process applies
 ACCT_THREADS = 4  # accounting writes, apart from the auth pool so a burst of them never delays a login
 
 
@@ -91,6 +92,7 @@ def build_runtime(config: Config, *, require_current_schema: bool = True) -> Run
             raise ConfigError(f"database unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         if not current:
             raise ConfigError("database schema is not current: run `radiusd-admin db upgrade`")
+        seed_key = open_seed_key(database, seed_key, f"the seed key ({config.security.seed_key.where()})")
     dictionary = RadiusDictionary(config.server.dictionaries)
     hasher = PasswordHasher(config.security)
     metrics = Metrics()
@@ -166,6 +168,9 @@ class RadiusService(MultiService):
         self.sightings = MessageAuthenticatorSightings()
         self.sightings_flush = LoopingCall(self.store_sightings)
         self.sightings_flush.clock = reactor
+        self.nas_watch = LoopingCall(self.watch_nas_table)
+        self.nas_watch.clock = reactor
+        self._nas_version = None
         self.registry: NasRegistry | None = None
         self.protocols: list[RadiusProtocol] = []
         self.ports = []
@@ -209,10 +214,10 @@ class RadiusService(MultiService):
                 self.protocols.append(protocol)
         self.housekeeping.start(self.config.accounting.sweep_interval_seconds, now=True)
         self.sightings_flush.start(FLUSH_SECONDS, now=False)
+        self.nas_watch.start(NAS_POLL_SECONDS, now=True)
         if self.serve_ops:
             ops = self.config.ops
-            site = Site(ops_root(self.runtime.metrics, self.monitor))
-            site.noisy = False
+            site = OpsSite(ops_root(self.runtime.metrics, self.monitor))
             self.ops_port = listening("[ops] port", ops.listen, ops.port,
                                       lambda: self.reactor.listenTCP(ops.port, site, interface=ops.listen))
         if self.serve_api:
@@ -238,10 +243,9 @@ class RadiusService(MultiService):
         yield DeferredList([protocol.drain() for protocol in self.protocols])
         yield DeferredList([port.stopListening() for port in self.ports + self.acct_ports] +
                            [port.stopListening() for port in (self.ops_port, self.api_port) if port])
-        if self.housekeeping.running:
-            self.housekeeping.stop()
-        if self.sightings_flush.running:
-            self.sightings_flush.stop()
+        for loop in (self.housekeeping, self.sightings_flush, self.nas_watch):
+            if loop.running:
+                loop.stop()
         yield self.store_sightings()
         yield DeferredList(list(self._disconnecting))  # Disconnect-Requests in flight: their results
         self.monitor.stop()
@@ -307,7 +311,20 @@ class RadiusService(MultiService):
 
         self.reactor.callFromThread(start)
 
-    # -- SIGHUP ----------------------------------------------------------------------------------
+    # -- SIGHUP, and NAS changes made elsewhere ------------------------------------------------
+
+    def watch_nas_table(self):
+        """Reload when the database's NAS entries changed (``radiusd-admin nas ...``, another
+        instance's API): every process polls, so no signal has to reach it."""
+        def changed(version):
+            previous, self._nas_version = self._nas_version, version
+            if previous is not None and version != previous:
+                log.info("NAS entries changed in the database: reloading")
+                return self.reload()
+
+        done = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.runtime.services.nas.version)
+        return done.addCallbacks(changed, lambda failure: log.warn("NAS table check failed: {error}",
+                                                                   error=type(failure.value).__name__))
 
     def reload(self):
         """Re-read the NAS list (file and database) and ``[server] dictionaries``; a bad new

@@ -567,6 +567,7 @@ class Api:
     port: int
     token: str | None = None
     received: list[bytes] = field(default_factory=list)
+    source: str | None = None  # another loopback address to connect from (per-address limits)
 
     def request(self, method: str, path: str, *, json_body=None, body: bytes | None = None,
                 headers: dict | None = None, token: str | None = None, query: dict | None = None) -> Response:
@@ -579,7 +580,8 @@ class Api:
             headers["Authorization"] = f"Bearer {bearer}"
         if query:
             path = f"{path}?{urlencode(query)}"
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30,
+                                                source_address=(self.source, 0) if self.source else None)
         try:
             connection.request(method, path, body=body, headers=headers)
             reply = connection.getresponse()

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from radiusd.config import ConfigError
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -32,11 +35,20 @@ PROBE_TABLE = "users"  # every login writes it: a lock on it (a migration, a LOC
 class Database:
     """Engine plus the write-flavoured view of it; thread-safe, shared by every worker thread."""
 
-    def __init__(self, url: str, *, pool_size: int = 8):
-        self.url = make_url(url)
-        self.engine = _create(url, pool_size=pool_size)
+    def __init__(self, url: str, *, pool_size: int = 8, create: bool = True):
+        """``create=False``: a SQLite file that does not exist is a ConfigError, not a new
+        empty database (only ``radiusd-admin db upgrade`` creates one)."""
+        try:
+            self.url = make_url(url)
+            if not create and self.is_sqlite and self.url.database not in (None, "", ":memory:") \
+                    and not Path(self.url.database).exists():
+                raise ConfigError(f"database {self.url.database} does not exist: create it with "
+                                  "`radiusd-admin db upgrade`")
+            self.engine = _create(url, pool_size=pool_size, create=create)
+        except (ArgumentError, ImportError) as exc:  # a malformed URL, a driver not installed
+            raise ConfigError(f"[database] url cannot be used: {type(exc).__name__}: {exc}") from None
         self.writer: Engine = self.engine.execution_options(write=True)
-        self._probe_engine = _create(url, poolclass=NullPool)  # a fresh connection per probe
+        self._probe_engine = _create(url, create=create, poolclass=NullPool)  # a fresh connection per probe
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,7 +89,7 @@ class ReadOnlyDatabase(Exception):
     """The database answers but refuses writes."""
 
 
-def _create(url: str, **options) -> Engine:
+def _create(url: str, create: bool = True, **options) -> Engine:
     parsed = make_url(url)
     if "pool_size" in options:
         options["max_overflow"] = options["pool_size"]
@@ -86,7 +98,7 @@ def _create(url: str, **options) -> Engine:
         pooled = {"pool_pre_ping": True, "pool_timeout": 5} if "pool_size" in options else {}
         return create_engine(url, connect_args=connect_args, hide_parameters=True, **pooled, **options)
     database = parsed.database or ""
-    if database and database != ":memory:":
+    if create and database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
                            hide_parameters=True, **options)

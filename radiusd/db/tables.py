@@ -293,3 +293,13 @@ sessions = Table(
     Index("ix_sessions_status_stale_after", "status", "stale_after"),
     Index("ix_sessions_updated_at", "updated_at"),
 )
+
+# The seed key's check value (services/keys.py): the keyed-digest key, AES-GCM sealed with the
+# seed key. A key that does not open it is the wrong key.
+key_checks = Table(
+    "key_checks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -23,7 +23,7 @@ from radiusd.services.audit import record_event
 from radiusd.services.csv_export import EXPORT_PAGE_ROWS, write_csv
 from radiusd.services.csv_import import ImportPlan, Importer
 from radiusd.services.hashing import default_hash_threads, hash_passwords
-from radiusd.services.users import Status, chunks, filter_users, parse_fields, to_view
+from radiusd.services.users import DEFAULT_PHONE_REGION, Status, chunks, filter_users, parse_fields, to_view
 
 GENERATED_PASSWORD_LENGTH = 20
 PASSWORD_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/l/I
@@ -42,8 +42,10 @@ class BulkService:
     """Import, export, bulk password reset and bulk expiration (SPEC §5)."""
 
     def __init__(self, database: Database, hasher: PasswordHasher, dictionary: RadiusDictionary,
-                 actor: str = "cli", *, hash_threads: int | None = None, sessions=None):
+                 actor: str = "cli", *, hash_threads: int | None = None, sessions=None,
+                 phone_region: str = DEFAULT_PHONE_REGION):
         self.database = database
+        self.phone_region = phone_region
         self.hasher = hasher
         self.dictionary = dictionary
         self.actor = actor
@@ -74,7 +76,7 @@ class BulkService:
         return report
 
     def _importer(self) -> Importer:
-        return Importer(self.database, self.hasher, self.dictionary, self.hash_threads)
+        return Importer(self.database, self.hasher, self.dictionary, self.hash_threads, self.phone_region)
 
     # -- export ------------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from radiusd.services.cells import (
     unescape_formula,
 )
 from radiusd.services.hashing import hash_passwords
-from radiusd.services.users import FRAMED_IP_KEYWORDS, UserFields, check_password, check_username, chunks
+from radiusd.services.users import DEFAULT_PHONE_REGION, FRAMED_IP_KEYWORDS, PHONE_REGION, UserFields, check_password, check_username, chunks
 
 ON_CONFLICT = ("fail", "skip", "update")
 MAX_IMPORT_ROWS = 100_000
@@ -139,8 +139,9 @@ class Importer:
     a plan without errors in one transaction."""
 
     def __init__(self, database: Database, hasher: PasswordHasher, dictionary: RadiusDictionary,
-                 hash_threads: int):
+                 hash_threads: int, phone_region: str = DEFAULT_PHONE_REGION):
         self.database = database
+        self.phone_region = phone_region
         self.hasher = hasher
         self.dictionary = dictionary
         self.hash_threads = hash_threads
@@ -235,7 +236,7 @@ class Importer:
                 found.append(_error(line, "enabled", f"enabled: {exc}"))
         values = None
         try:
-            values = UserFields.model_validate(given).model_dump()
+            values = UserFields.model_validate(given, context={PHONE_REGION: self.phone_region}).model_dump()
         except ValidationError as exc:
             found.extend(_pydantic_errors(line, exc))
         if values is not None:
@@ -303,7 +304,7 @@ class Importer:
             existing = self._existing(conn, list(plan.named))
             if plan.on_conflict == "fail":  # lines with other errors too: the report is complete
                 plan.errors.extend(_error(line, "username", f"user {name} exists already "
-                                                            "(choose --on-conflict skip or update)")
+                                                            "(on conflict: fail; skip or update would go on)")
                                    for name, line in plan.named.items() if name in existing and line not in valid_lines)
             kept = []
             for row in plan.rows:
@@ -313,7 +314,7 @@ class Importer:
                     continue
                 if plan.on_conflict == "fail":
                     plan.errors.append(_error(row.line, "username", f"user {row.username} exists already "
-                                                                    "(choose --on-conflict skip or update)"))
+                                                                    "(on conflict: fail; skip or update would go on)"))
                     continue
                 if plan.on_conflict == "update" and source != "local" and (row.password or row.password_hash):
                     plan.errors.append(_error(row.line, "password" if row.password else "password_hash",

@@ -22,6 +22,7 @@ from radiusd.services.api_clients import ApiClientService
 from radiusd.services.blocks import BlockService
 from radiusd.services.bulk import BulkService
 from radiusd.services.devices import DeviceService
+from radiusd.services.keys import open_seed_key
 from radiusd.services.nas import NasService
 from radiusd.services.otp import OtpService
 from radiusd.services.push import PushService, WebhookNotifier
@@ -59,7 +60,9 @@ class Resources:
 
     @cached_property
     def seed_key(self) -> SeedKey:
-        return SeedKey.load(self.config.security.seed_key)
+        """The configured key, once it has opened the database's key check value."""
+        reference = self.config.security.seed_key
+        return open_seed_key(self.database, SeedKey.load(reference), f"the seed key ({reference.where()})")
 
     @cached_property
     def hasher(self) -> PasswordHasher:
@@ -87,13 +90,14 @@ class Services:
     @cached_property
     def users(self) -> UserService:
         r = self.resources
-        return UserService(r.database, r.hasher, r.dictionary, actor=self.actor, sessions=self.sessions)
+        return UserService(r.database, r.hasher, r.dictionary, actor=self.actor, sessions=self.sessions,
+                           phone_region=r.config.sms.default_region)
 
     @cached_property
     def bulk(self) -> BulkService:
         r = self.resources
         return BulkService(r.database, r.hasher, r.dictionary, actor=self.actor, hash_threads=r.hash_threads,
-                           sessions=self.sessions)
+                           sessions=self.sessions, phone_region=r.config.sms.default_region)
 
     @cached_property
     def blocks(self) -> BlockService:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from radiusd.clients import NasError, NasRegistry, check_secret, nas_from_config, nas_from_row, parse_network
@@ -50,6 +50,7 @@ class NasService:
             raise Conflict("name", f"NAS {name} is defined in the configuration file")
         values = self._validated(name, dict(address=address, secret=secret, mfa_mode=mfa_mode, coa_port=coa_port,
                                             require_message_authenticator=require_message_authenticator))
+        self._refuse_overlap(name, values["address"])
         now = utcnow()
         try:
             with self.database.writer.begin() as conn:
@@ -67,6 +68,8 @@ class NasService:
         if unknown:
             raise UnknownField(sorted(unknown)[0], f"unknown field {sorted(unknown)[0]}")
         values = self._validated(name, changes)
+        if "address" in values:
+            self._refuse_overlap(name, values["address"])
         with self.database.writer.begin() as conn:
             if conn.execute(update(nas_devices).where(nas_devices.c.name == name)
                             .values(updated_at=utcnow(), **values)).rowcount == 0:
@@ -123,6 +126,23 @@ class NasService:
         with self.database.engine.connect() as conn:
             rows = conn.execute(query).all()
         return static + [_view(row) for row in rows]
+
+    def _refuse_overlap(self, name: str, address: str) -> None:
+        """Conflict when ``address`` shares an address with another entry (file or database):
+        a request from it would go to one of the two, silently."""
+        network = parse_network(address)
+        for entry in self.list():
+            other = parse_network(entry["address"])
+            if entry["name"] != name and other.version == network.version and other.overlaps(network):
+                where = "the configuration file" if entry["origin"] == "config" else "the database"
+                raise Conflict("address", f"address {network} overlaps NAS {entry['name']} ({other}, in {where})")
+
+    def version(self) -> tuple:
+        """Changes whenever a database NAS is added, changed or removed: the server polls it, so
+        the CLI's changes (from any host, on a shared database) apply without a SIGHUP."""
+        with self.database.engine.connect() as conn:
+            return tuple(conn.execute(select(func.count(), func.max(nas_devices.c.id),
+                                             func.max(nas_devices.c.updated_at))).one())
 
     def _refuse_static(self, name: str) -> None:
         if any(section.name == name for section in self.config.nas):

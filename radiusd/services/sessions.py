@@ -39,12 +39,14 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import fitted, sessions, users
 from radiusd.disconnect import ACK, ERROR, DisconnectResult, DisconnectTarget
 from radiusd.model import Nas
+from radiusd.services import Invalid
 from radiusd.services.audit import record_event
 from radiusd.services.users import check_username
 
 log = Logger(namespace="radiusd.sessions")
 
 ACTIVE, STOPPED, TERMINATED, STALE = "active", "stopped", "terminated", "stale"
+STATUSES = (ACTIVE, STOPPED, TERMINATED, STALE)
 NAS_RESTART_CAUSE = "NAS-Reboot"  # Accounting-On/Off closes the NAS's sessions (as FreeRADIUS does)
 TERMINATED_CAUSE = "Admin-Reset"  # until the NAS's own Stop says otherwise
 MAX_OCTETS = 2 ** 63 - 1  # a signed BIGINT; Gigawords × 2^32 + Octets could exceed it in theory
@@ -209,16 +211,20 @@ class SessionService:
 
     # -- queries -----------------------------------------------------------------------------------------
 
-    def list_open(self, username: str, *, after: int | None = None,
-                  limit: int | None = None) -> list[tuple[int, dict]]:
-        """(key, view) of the user's active sessions, oldest first; ``after`` is the key of the
-        last one seen (keyset pagination)."""
+    def list_user_sessions(self, username: str, *, status: str | None = ACTIVE, after: int | None = None,
+                           limit: int | None = None) -> list[tuple[int, dict]]:
+        """(key, view) of the user's sessions with ``status`` (None: all, closed ones too),
+        oldest first; ``after`` is the key of the last one seen (keyset pagination)."""
         check_username(username)
-        return [(row.id, session_view(row)) for row in self._open_rows(username, after=after, limit=limit)]
+        if status is not None and status not in STATUSES:
+            raise Invalid("status", f"status must be one of {', '.join(STATUSES)}")
+        return [(row.id, session_view(row)) for row in self._rows(username, status, after=after, limit=limit)]
 
-    def _open_rows(self, username: str, *, after: int | None = None, limit: int | None = None):
-        query = select(sessions).where(sessions.c.username == username, sessions.c.status == ACTIVE) \
-            .order_by(sessions.c.id)
+    def _rows(self, username: str, status: str | None = ACTIVE, *, after: int | None = None,
+              limit: int | None = None):
+        query = select(sessions).where(sessions.c.username == username).order_by(sessions.c.id)
+        if status is not None:
+            query = query.where(sessions.c.status == status)
         if after is not None:
             query = query.where(sessions.c.id > after)
         if limit is not None:
@@ -326,7 +332,7 @@ class SessionService:
         entry is one host, else the address its accounting came from; its ``coa_port`` and
         secret. Sessions of a NAS no longer configured get an ``error`` result at once."""
         targets, unreachable = [], []
-        for row in self._open_rows(username):
+        for row in self._rows(username):
             nas = self.links.nas_lookup(row.nas)
             host = row.nas_address if nas is None or nas.network.num_addresses > 1 \
                 else str(nas.network.network_address)

@@ -8,7 +8,8 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -21,8 +22,10 @@ from radiusd.services import Conflict, Invalid, NotFound, first_error
 from radiusd.services.audit import record_event
 from radiusd.services.blocks import blocked_clause, not_blocked_clause
 
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_BYTES = 128  # RFC 2865 §5.2
+DEFAULT_PHONE_REGION = "TR"  # [sms] default_region's default
+# One rule, in bytes of UTF-8 everywhere (API, CLI, import): RFC 2865 §5.2 limits User-Password to 128 octets.
+MIN_PASSWORD_BYTES = 8
+MAX_PASSWORD_BYTES = 128
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FRAMED_IP_KEYWORDS = ("user-selects", "nas-assigns")
 LOOKUP_CHUNK = 500  # names per IN (...) query
@@ -30,18 +33,29 @@ NO_RECORD = 0  # the id of a User the pipeline holds before its record exists (a
 Status = Literal["active", "disabled", "expired", "blocked"]
 
 
-def normalise_phone(value: str) -> str:
-    """E.164 (+ and 8–15 digits); the Turkish national form 05xxxxxxxxx becomes +905xxxxxxxxx."""
-    digits = re.sub(r"[\s().-]", "", value)
-    if not digits:
+# phonenumbers' reasons a number is not possible, as words ("too short", "invalid country code")
+PHONE_REASONS = {value: name.lower().replace("_", " ") for name, value in vars(phonenumbers.ValidationResult).items()
+                 if name.isupper()}
+PHONE_REGION = "phone_region"  # validation context: the region of numbers given in national form
+
+
+def normalise_phone(value: str, region: str = DEFAULT_PHONE_REGION) -> str:
+    """E.164 of a number given internationally (+ or the region's international prefix) or in
+    ``region``'s national form (``[sms] default_region``); ValueError with phonenumbers' reason
+    for anything else."""
+    text = value.strip()
+    if not text:
         return ""
-    if re.fullmatch(r"05\d{9}", digits):
-        digits = "+9" + digits
-    elif digits.startswith("00"):
-        digits = "+" + digits[2:]
-    if not re.fullmatch(r"\+[1-9]\d{7,14}", digits):
-        raise ValueError("phone must be in E.164 form (+ and country code) or 05xxxxxxxxx")
-    return digits
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc._msg}") from None
+    if not phonenumbers.is_valid_number(number):
+        possible = phonenumbers.is_possible_number_with_reason(number)
+        reason = "no such number in its numbering plan" if possible == phonenumbers.ValidationResult.IS_POSSIBLE \
+            else PHONE_REASONS.get(possible, "invalid")
+        raise ValueError(f"not a valid phone number for region {region} ({reason})")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 class ReplyAttribute(BaseModel):
@@ -76,8 +90,11 @@ class UserFields(BaseModel):
 
     @field_validator("phone")
     @classmethod
-    def _phone(cls, value: str) -> str:
-        return normalise_phone(value)
+    def _phone(cls, value: str, info: ValidationInfo) -> str:
+        """Normalised with the configured region, given in the context (``parse_fields``);
+        without one (the API's edge parse) it is checked later, by the service."""
+        region = (info.context or {}).get(PHONE_REGION)
+        return value if region is None else normalise_phone(value, region)
 
     @field_validator("expires_at")
     @classmethod
@@ -110,19 +127,18 @@ def check_username(username: str) -> str:
 def check_password(password: str, confirmation: str | None = None) -> str:
     if confirmation is not None and password != confirmation:
         raise Invalid("password_confirmation", "password and confirmation differ")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise Invalid("password", f"password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password.encode()) > MAX_PASSWORD_BYTES:
-        raise Invalid("password", f"password must be at most {MAX_PASSWORD_BYTES} bytes")
+    if not MIN_PASSWORD_BYTES <= len(password.encode()) <= MAX_PASSWORD_BYTES:
+        raise Invalid("password", f"password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes "
+                                  "(UTF-8: a character other than ASCII takes 2 to 4)")
     if any(unicodedata.category(ch) == "Cc" for ch in password):
         raise Invalid("password", "password must not contain control characters")
     return password
 
 
-def parse_fields(data: dict, *, partial: bool = False) -> dict:
+def parse_fields(data: dict, *, partial: bool = False, phone_region: str = DEFAULT_PHONE_REGION) -> dict:
     """Validate profile fields; with ``partial``, only the given ones. Raises Invalid."""
     try:
-        model = UserFields.model_validate(data)
+        model = UserFields.model_validate(data, context={PHONE_REGION: phone_region})
     except ValidationError as exc:
         raise first_error(exc) from None
     values = model.model_dump(exclude_unset=partial)
@@ -224,8 +240,9 @@ class UserService:
     """Use-cases on local users, shared by ``radiusd-admin`` and the admin API."""
 
     def __init__(self, database: Database, hasher: PasswordHasher, dictionary: RadiusDictionary,
-                 actor: str = "cli", sessions=None):
+                 actor: str = "cli", sessions=None, phone_region: str = DEFAULT_PHONE_REGION):
         self.database = database
+        self.phone_region = phone_region
         self.hasher = hasher
         self.dictionary = dictionary
         self.actor = actor
@@ -238,8 +255,9 @@ class UserService:
     def create(self, username: str, fields: dict, password: str | None = None,
                confirmation: str | None = None) -> dict:
         check_username(username)
-        values = parse_fields(fields)
+        values = parse_fields(fields, phone_region=self.phone_region)
         check_reply_attributes(self.dictionary, values["reply_attributes"])
+        self._refuse_taken_address(username, values["framed_ip_address"])
         password_hash = self.hasher.hash(check_password(password, confirmation)) if password else None
         now = utcnow()
         try:
@@ -251,6 +269,17 @@ class UserService:
             raise Conflict("username", f"user {username} already exists") from None
         self._audit("user.create", username)
         return self.show(username)
+
+    def _refuse_taken_address(self, username: str, address: str | None) -> None:
+        """Conflict when another user has this Framed-IP-Address (as the import refuses it):
+        two sessions with one address break both."""
+        if not address or address in FRAMED_IP_KEYWORDS:
+            return
+        with self.database.engine.connect() as conn:
+            holder = conn.execute(select(users.c.username).where(users.c.framed_ip_address == address,
+                                                                 users.c.username != username).limit(1)).scalar()
+        if holder is not None:
+            raise Conflict("framed_ip_address", f"Framed-IP-Address {address} is already assigned to user {holder}")
 
     def create_record(self, username: str, source: str, at: datetime) -> bool:
         """The local record of a user whose password lives elsewhere (a directory); False when
@@ -288,9 +317,11 @@ class UserService:
         return to_view(row)
 
     def update(self, username: str, fields: dict) -> dict:
-        values = parse_fields(fields, partial=True)
+        values = parse_fields(fields, partial=True, phone_region=self.phone_region)
         if "reply_attributes" in values:
             check_reply_attributes(self.dictionary, values["reply_attributes"])
+        if "framed_ip_address" in values:
+            self._refuse_taken_address(username, values["framed_ip_address"])
         changed = self._change(username, "user.update", fields=sorted(values), **values)
         if values.get("expires_at") is not None and values["expires_at"] <= utcnow() and self.sessions is not None:
             self.sessions.notice_expiry(username)  # at once, not at the next sweep

@@ -217,8 +217,8 @@ def test_a_valid_application_code_clears_the_failure_count(users, otp, blocks, c
 def test_nas_update_and_keyset_listing(database, seed_key):
     config = Config(nas=[NasSection(name="zeta", address="192.0.2.1", secret="static-secret-0123456")])
     nas = NasService(database, seed_key, config, warn=lambda text: None, actor="test")
-    for name in ("b", "a", "c"):
-        nas.add(name, "198.51.100.1", "secret-0123456789abc")
+    for index, name in enumerate(("b", "a", "c")):
+        nas.add(name, f"198.51.100.{index + 1}", "secret-0123456789abc")  # overlapping addresses are refused
     updated = nas.update("a", {"mfa_mode": "append", "coa_port": 1700, "secret": "another-secret-012345"})
     assert updated["mfa_mode"] == "append" and updated["coa_port"] == 1700
     assert {entry.name: entry.secret for entry in nas.registry_entries()}["a"] == b"another-secret-012345"

@@ -75,6 +75,13 @@ def test_an_apply_with_errors_is_422_with_the_report_and_writes_nothing(admin_ap
     assert_problem(admin_api.get("/api/v1/users/api-bad-1"), 404, "not_found")
 
 
+def test_an_existing_username_is_reported_without_naming_a_cli_flag(admin_api):
+    body = csv_body([["username", "password"], ["api-exists", PASSWORD]])
+    assert post_csv(admin_api, body, dry_run=False).status == 200
+    [error] = post_csv(admin_api, body).json()["errors"]
+    assert "exists already" in error["message"] and "--" not in error["message"]
+
+
 def test_the_import_takes_csv_only_and_checks_its_query(admin_api):
     body = csv_body([["username"], ["api-media"]])
     assert_problem(post_csv(admin_api, body, content_type="application/json"), 415, "unsupported_media_type")

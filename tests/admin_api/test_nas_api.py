@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.support import PASSWORD, RadiusClient, assert_problem
+from tests.support import PASSWORD, RadiusClient, admin, assert_problem
 
 NAS_SECRET = "api-nas-secret-0123456789"
 ROTATED = "api-nas-rotated-0123456789"
@@ -87,3 +87,28 @@ def test_nas_list_paginates_config_entries_first(admin_api):
     assert names[0] == "test"
     assert names[1:] == sorted(names[1:]) and len(names) == len(set(names))
     assert {f"pg-{index}" for index in range(5)} <= set(names)
+
+
+def test_overlapping_addresses_are_refused_naming_the_other_entry(admin_api):
+    body = {"name": "overlap-a", "address": "198.18.0.0/24", "secret": NAS_SECRET}
+    assert admin_api.post("/api/v1/nas", body).status == 201
+    problem = assert_problem(admin_api.post("/api/v1/nas", {**body, "name": "overlap-b", "address": "198.18.0.9"}),
+                             409, "conflict")
+    assert "overlap-a" in problem["detail"] and "198.18.0.0/24" in problem["detail"]
+    problem = assert_problem(admin_api.post("/api/v1/nas", {**body, "name": "overlap-c", "address": "127.0.0.1/32"}),
+                             409, "conflict")
+    assert "NAS test" in problem["detail"] and "configuration file" in problem["detail"]
+    assert admin_api.post("/api/v1/nas", {**body, "name": "overlap-d", "address": "198.18.1.0/24"}).status == 201
+    assert_problem(admin_api.patch("/api/v1/nas/overlap-d", {"address": "198.18.0.0/16"}), 409, "conflict")
+    assert admin_api.patch("/api/v1/nas/overlap-a", {"address": "198.18.0.0/25"}).status == 200  # itself: fine
+
+
+def test_a_nas_added_with_the_cli_answers_without_a_sighup(api_server, admin_api):
+    assert admin_api.post("/api/v1/users", {"username": "cli-nas-user", "password": PASSWORD,
+                                            "password_confirmation": PASSWORD}).status == 201
+    overlap = admin(api_server.config_path, "nas", "add", "lab2", "--address", "127.0.0.1/32", "--secret-stdin",
+                    stdin=NAS_SECRET + "\n", check=False)
+    assert overlap.returncode == 1 and "NAS test" in overlap.stderr and "Traceback" not in overlap.stderr
+    admin(api_server.config_path, "nas", "add", "loopback-3", "--address", "127.0.0.3", "--secret-stdin",
+          stdin=NAS_SECRET + "\n")
+    assert eventually_accepted(api_server, "127.0.0.3", NAS_SECRET, "cli-nas-user")

@@ -4,12 +4,13 @@ added through the API on 127.0.0.3, its ``coa_port`` the fake's)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
 import pytest
 
-from tests.support import (PASSWORD, SECRET, AcctClient, FakeNas, assert_problem, free_port, session_id,
+from tests.support import (PASSWORD, SECRET, AcctClient, FakeNas, admin, assert_problem, free_port, session_id,
                            start_api_server, wait_for)
 
 SOURCE = "127.0.0.3"
@@ -79,6 +80,26 @@ def test_open_sessions_are_listed_with_the_spec_fields_and_paged(sessions_server
     assert_problem(api.get("/api/v1/users/lister/sessions", query={"cursor": "bogus"}), 422, "invalid")
     assert_problem(api.get("/api/v1/users/" + "x" * 65 + "/sessions"), 422, "invalid")
     assert_problem(api.delete("/api/v1/users/" + "x" * 65 + "/sessions"), 422, "invalid")
+
+
+def test_closed_sessions_are_listed_on_request_by_the_api_and_the_cli(sessions_server):
+    api = sessions_server.api_client
+    open_one, closed = session_id("ACK"), session_id("ACK")
+    start(sessions_server, "historian", open_one, closed)
+    sessions_server.acct.account("Stop", closed, User_Name="historian", Acct_Input_Octets=10)
+
+    def listed(**query):
+        reply = api.get("/api/v1/users/historian/sessions", query=query)
+        assert reply.status == 200, reply.raw
+        return [(item["session_id"], item["status"]) for item in reply.json()["items"]]
+
+    assert listed() == [(open_one, "active")]
+    assert listed(status="stopped") == [(closed, "stopped")]
+    assert listed(status="all") == [(open_one, "active"), (closed, "stopped")]
+    assert_problem(api.get("/api/v1/users/historian/sessions", query={"status": "closed"}), 422, "invalid")
+    everything = json.loads(admin(sessions_server.config_path, "user", "sessions", "historian", "--all").stdout)
+    assert [(item["session_id"], item["status"]) for item in everything] == listed(status="all")
+    assert len(json.loads(admin(sessions_server.config_path, "user", "sessions", "historian").stdout)) == 1
 
 
 def test_delete_terminates_every_session_and_reports_each_result(sessions_server, fake_nas):

@@ -58,6 +58,15 @@ def test_duplicate_username_is_409(admin_api):
     assert_problem(admin_api.post("/api/v1/users", {"username": "dup"}), 409, "conflict")
 
 
+def test_a_framed_ip_address_of_another_user_is_409_naming_that_user(admin_api):
+    assert admin_api.post("/api/v1/users", {"username": "ip-holder", "framed_ip_address": "10.77.0.1"}).status == 201
+    problem = assert_problem(admin_api.post("/api/v1/users", {"username": "ip-taker", "framed_ip_address": "10.77.0.1"}),
+                             409, "conflict")
+    assert "ip-holder" in problem["detail"]
+    assert admin_api.post("/api/v1/users", {"username": "ip-taker", "framed_ip_address": "nas-assigns"}).status == 201
+    assert_problem(admin_api.patch("/api/v1/users/ip-taker", {"framed_ip_address": "10.77.0.1"}), 409, "conflict")
+
+
 @pytest.mark.parametrize("body, field", [
     ({"username": "v1", "password": PASSWORD, "password_confirmation": PASSWORD + "x"}, "password_confirmation"),
     ({"username": "v2", "password": PASSWORD}, "password_confirmation"),

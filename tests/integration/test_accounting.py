@@ -308,7 +308,7 @@ def test_store_records_disconnect_results(store):
     assert [(v["session_id"], v["status"], v["result"], v["error_cause"]) for v in views] == [
         ("one", "terminated", "ack", None), ("two", "active", "nak", "Session-Context-Not-Found")]
     assert views[0]["stop_cause"] == "Admin-Reset" and views[0]["stopped_at"] is not None
-    assert [view["session_id"] for _, view in store.list_open("dee")] == ["two"]
+    assert [view["session_id"] for _, view in store.list_user_sessions("dee")] == ["two"]
     with store.database.engine.connect() as conn:
         events = conn.execute(select(audit_events.c.result, audit_events.c.reason)
                               .where(audit_events.c.type == "session")).all()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import os
 import stat
+import subprocess
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +18,7 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import users
 from radiusd.services.nas import NasService
 from radiusd.services.users import find_user
-from tests.support import SECRET, admin, write_config
+from tests.support import BIN, SECRET, admin, write_config, write_seed_key
 
 PASSWORD = "Correct-Horse-7731"
 
@@ -84,9 +87,10 @@ def test_db_upgrade_refuses_an_unusable_seed_key(tmp_path, sqlite_url):
     assert_fails(admin(path, "db", "upgrade", check=False), 1, "seed key")
 
 
-def test_db_current_shows_revision_and_head(tmp_path, sqlite_url):
+def test_db_current_shows_revision_and_head_and_never_creates_the_database(tmp_path, sqlite_url):
     path = write_config(tmp_path, sqlite_url)
-    assert run_json(path, "db", "current") == {"revision": None, "head": migrate.head_revision()}
+    assert_fails(admin(path, "db", "current", check=False), 1, "does not exist", "radiusd-admin db upgrade")
+    assert not (tmp_path / "radiusd.db").exists()
     admin(path, "db", "upgrade")
     assert run_json(path, "db", "current") == {"revision": migrate.head_revision(), "head": migrate.head_revision()}
 
@@ -208,7 +212,7 @@ def test_unknown_user_fails_with_one_line(config):
 
 INVALID_PROFILE_VALUES = [
     (["--phone", "12345"], "phone"),
-    (["--phone", "5554443322"], "phone"),
+    (["--phone", "0555444332"], "phone"),
     (["--email", "not-an-email"], "email"),
     (["--sponsor-email", "bob@"], "sponsor_email"),
     (["--framed-ip", "10.0.0.256"], "framed_ip_address"),
@@ -410,3 +414,138 @@ def test_nas_commands_need_the_seed_key(config, tmp_path):
     (tmp_path / "seed.key").unlink()
     result = admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--generate-secret", check=False)
     assert_fails(result, 1, "seed.key")
+
+
+# -- operator errors: one line, never a traceback (issue 14) -------------------------------------
+
+def error_paths(tmp_path, config) -> list[tuple[list[str], str | None, dict]]:
+    """(argv, stdin, expectations) of failures an operator meets; each must be one line."""
+    other = tmp_path / "other"
+    other.mkdir()
+    broken = other / "broken.toml"
+    broken.write_text("[database\n")
+    missing_db = write_config(other, f"sqlite:///{other / 'absent.db'}")
+    (tmp_path / "binary.key").write_bytes(b"\xff\xfe" * 20)
+    return [
+        (["--config", str(tmp_path / "nowhere.toml"), "user", "list"], None, {"code": 1, "says": "not found"}),
+        (["--config", str(broken), "user", "list"], None, {"code": 1, "says": "not valid TOML"}),
+        (["--config", str(missing_db), "user", "list"], None, {"code": 1, "says": "db upgrade"}),
+        (["--config", str(config), "user", "show", "ghost"], None, {"code": 1, "says": "not found"}),
+        (["--config", str(config), "user", "add", "bob", "--password-stdin", "--phone", "12"], "x" * 12 + "\n",
+         {"code": 1, "says": "phone"}),
+        (["--config", str(config), "user", "add", "bob", "--password-stdin"], "short\n", {"code": 1, "says": "8"}),
+        (["--config", str(config), "user", "set", "ghost", "--expires", "tomorrow"], None, {"code": 1}),
+        (["--config", str(config), "nas", "add", "x", "--address", "no-address", "--generate-secret"], None,
+         {"code": 1, "says": "not an IP address"}),
+        (["--config", str(config), "otp", "enroll", "ghost"], None, {"code": 1, "says": "not found"}),
+        (["--config", str(config), "otp", "enroll", "alice", "--qr", "png"], None, {"code": 2}),
+        (["--config", str(config), "otp", "enroll", "alice", "--qr", f"svg:{tmp_path}/no/such/dir/qr.svg"], None,
+         {"code": 1, "says": "No such file"}),
+        (["--config", str(config), "export", "users", "-o", f"{tmp_path}/no/such/dir/users.csv"], None,
+         {"code": 1, "says": "No such file"}),
+        (["--config", str(config), "import", "users", str(tmp_path / "absent.csv")], None, {"code": 2}),
+        (["--config", str(config), "db", "rotate-seed-key", "--new-key-file", str(tmp_path / "binary.key")], None,
+         {"code": 1, "says": "seed key"}),
+        (["--config", str(config), "user", "frobnicate"], None, {"code": 2}),
+    ]
+
+
+def test_no_expected_failure_prints_a_traceback(config, tmp_path):
+    add_alice(config)
+    for argv, stdin, expected in error_paths(tmp_path, config):
+        result = subprocess.run([str(BIN / "radiusd-admin"), *argv], input=stdin, capture_output=True, text=True,
+                                timeout=60)
+        assert "Traceback" not in result.stderr, (argv, result.stderr)
+        assert result.returncode == expected["code"], (argv, result.returncode, result.stderr)
+        if expected["code"] == 1:
+            assert_fails(result, 1, *([expected["says"]] if "says" in expected else []))
+
+
+def test_a_wrong_seed_key_is_one_line_not_a_traceback(config, tmp_path):
+    add_alice(config)
+    admin(config, "otp", "enroll", "alice")
+    write_seed_key(tmp_path / "seed.key")  # another valid 32-byte key
+    for command in (["otp", "verify", "alice", "123456"], ["nas", "add", "x", "--address", "192.0.2.9",
+                                                           "--generate-secret"], ["otp", "enroll", "alice"]):
+        assert_fails(admin(config, *command, check=False), 1, "does not open this database's key check value")
+
+
+def test_rotate_seed_key_re_encrypts_and_the_old_key_is_refused_after(config, tmp_path):
+    add_alice(config)
+    admin(config, "nas", "add", "vpn1", "--address", "192.0.2.1", "--secret-stdin",
+          stdin="first-secret-0123456789\n")
+    new_key = tmp_path / "keys" / "new.key"
+    done = run_json(config, "db", "rotate-seed-key", "--new-key-file", str(new_key))
+    assert done == {"new_key_file": str(new_key), "new_key_created": True, "nas_secrets": 1, "totp_seeds": 0}
+    assert stat.S_IMODE(new_key.stat().st_mode) == 0o600
+    assert_fails(admin(config, "nas", "add", "vpn2", "--address", "192.0.2.2", "--generate-secret", check=False),
+                 1, "does not open")
+    (tmp_path / "seed.key").write_text(new_key.read_text())
+    assert nas_secrets(config) == {"vpn1": b"first-secret-0123456789"}
+
+
+# -- files: owner-only modes, paths relative to the configuration file --------------------------
+
+def test_files_holding_secrets_are_created_owner_only(tmp_path):
+    seed = tmp_path / "fresh" / "seed.key"
+    url = f"sqlite:///{tmp_path / 'fresh' / 'radiusd.db'}"
+    path = write_config(tmp_path, url, sections={"security": {"seed_key": {"file": str(seed)}}})
+    admin(path, "db", "upgrade")
+    add_alice(path)
+    qr = tmp_path / "alice-qr.svg"
+    admin(path, "otp", "enroll", "alice", "--qr", f"svg:{qr}", fmt="table")
+    for created in (seed, tmp_path / "fresh" / "radiusd.db", qr):
+        assert stat.S_IMODE(created.stat().st_mode) == 0o600, created
+
+
+def test_relative_paths_in_the_configuration_start_at_its_directory(tmp_path):
+    home = tmp_path / "etc"
+    home.mkdir()
+    (home / "radiusd.toml").write_text(
+        'database.url = "sqlite:///var/radiusd.db"\n'
+        'security.seed_key = { file = "keys/seed.key" }\n'
+        'sms.spool_path = "var/sms.spool"\n'
+        '[[nas]]\nname = "lab"\naddress = "127.0.0.1"\nsecret = { file = "nas.secret" }\n')
+    (home / "nas.secret").write_text("lab-secret-0123456789\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(*args, check=True):
+        result = subprocess.run([str(BIN / "radiusd-admin"), "--format", "json", *args], cwd=elsewhere,
+                                env={**os.environ, "RADIUSD_CONFIG": str(home / "radiusd.toml")},
+                                capture_output=True, text=True, timeout=60)
+        assert not check or result.returncode == 0, result.stderr
+        return result
+
+    assert_fails(run("user", "list", check=False), 1, "does not exist", "radiusd-admin db upgrade")
+    assert list(elsewhere.iterdir()) == [], "no database may be created outside db upgrade"
+    run("db", "upgrade")
+    assert (home / "var" / "radiusd.db").exists() and (home / "keys" / "seed.key").exists()
+    assert json.loads(run("user", "list").stdout) == []
+    assert [entry["name"] for entry in json.loads(run("nas", "list").stdout)] == ["lab"]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_qr_svg_is_large_enough_to_scan_off_a_screen(config, tmp_path):
+    add_alice(config)
+    qr = tmp_path / "qr.svg"
+    admin(config, "otp", "enroll", "alice", "--qr", f"svg:{qr}", fmt="table")
+    width = int(re.search(r'<svg[^>]* width="(\d+)"', qr.read_text()).group(1))
+    assert width >= 300, width
+
+
+def test_one_password_rule_counted_in_bytes(config):
+    assert_fails(add_alice(config, password="äöü", check=False), 1, "8 to 128 bytes")  # 3 characters, 6 bytes
+    assert not stored_usernames(config)
+    add_alice(config, password="äöüä")  # 4 characters, 8 bytes: the rule is bytes
+    assert stored_usernames(config) == ["alice"]
+
+
+def test_a_framed_ip_address_already_assigned_is_refused_naming_its_user(config):
+    add_alice(config, "--framed-ip", "10.9.0.1")
+    result = admin(config, "user", "add", "bob", "--password-stdin", "--framed-ip", "10.9.0.1",
+                   stdin=PASSWORD + "\n", check=False)
+    assert_fails(result, 1, "10.9.0.1", "alice")
+    admin(config, "user", "add", "bob", "--password-stdin", stdin=PASSWORD + "\n")
+    assert_fails(admin(config, "user", "set", "bob", "--framed-ip", "10.9.0.1", check=False), 1, "alice")
+    admin(config, "user", "set", "alice", "--framed-ip", "10.9.0.1")  # its own address: unchanged, fine

@@ -22,7 +22,7 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import users
 from radiusd.plugin import hook_names
 from radiusd.services.nas import NasService
-from tests.support import BIN, SECRET, ServerProcess, admin, drop_database, wait_for, write_config
+from tests.support import BIN, SECRET, ServerProcess, admin, drop_database, wait_for, write_config, write_seed_key
 
 PASSWORD = "Correct-Horse-7731"
 LOCAL_SECRET = "local-secret-0123456789"
@@ -166,8 +166,9 @@ def test_check_config_refuses_a_nas_secret_that_does_not_decrypt(config, tmp_pat
     finally:
         database.dispose()
     (tmp_path / "seed.key").unlink()
-    admin(config, "db", "upgrade")  # writes a new, different seed key
-    assert_refused(radiusd(config, "check-config"), "vpn1")
+    upgrade = admin(config, "db", "upgrade", check=False)  # writes a new, different seed key, and refuses it
+    assert upgrade.returncode == 1 and "does not decrypt the secrets stored" in upgrade.stderr, upgrade.stderr
+    assert_refused(radiusd(config, "check-config"), "does not decrypt the secrets stored in this database")
 
 
 def test_check_config_refuses_a_bad_config_nas(tmp_path, sqlite_url):
@@ -426,3 +427,36 @@ def test_readyz_turns_503_with_the_failing_check_when_the_database_goes_away(pos
     client.expect_silence(0.5)  # Status-Server is not answered while not ready
     assert server.stop() == 0
 
+
+
+# -- operator setup (issue 14): the seed key check, file modes, quiet scrapes ----------------------
+
+def test_check_config_and_serve_refuse_a_seed_key_that_does_not_open_the_database(tmp_path, sqlite_url):
+    path = write_config(tmp_path, sqlite_url)
+    admin(path, "db", "upgrade")  # writes the key check value
+    write_seed_key(tmp_path / "seed.key")  # another valid 32-byte key
+    for command in ("check-config", "serve"):
+        assert_refused(radiusd(path, command), "does not open this database's key check value")
+
+
+def test_check_config_warns_when_the_database_or_seed_key_is_readable_by_others(config, tmp_path):
+    (tmp_path / "seed.key").chmod(0o644)
+    (tmp_path / "radiusd.db").chmod(0o640)
+    result = radiusd(config, "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "seed.key is readable by other users (mode 0644)" in result.stderr
+    assert "radiusd.db is readable by other users (mode 0640)" in result.stderr
+
+
+def test_the_server_runs_with_an_owner_only_umask_and_logs_scrapes_at_debug(make_server):
+    server = make_server()
+    with open(f"/proc/{server.process.pid}/status") as status:
+        assert "Umask:\t0077" in status.read()
+    for _ in range(3):
+        assert http_get(server.ops_url + "/metrics")[0] == 200
+    database = server.config_path.parent / "radiusd.db"
+    for name in (database, database.with_name("radiusd.db-wal"), database.with_name("radiusd.db-shm")):
+        if name.exists():
+            assert oct(name.stat().st_mode & 0o777) == "0o600", name
+    time.sleep(0.5)
+    assert "/metrics" not in server.log()

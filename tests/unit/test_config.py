@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -38,7 +39,9 @@ def refused(path: str, environ: dict | None = None) -> str:
 
 
 def test_empty_file_loads_the_documented_defaults(write):
-    config = load_config(write(""), environ={})
+    path = write("")
+    home = os.path.dirname(os.path.abspath(path))
+    config = load_config(path, environ={})
     assert config.server.listen == ["0.0.0.0"]
     assert config.server.auth_port == 1812
     assert config.server.acct_port == 1813
@@ -48,9 +51,9 @@ def test_empty_file_loads_the_documented_defaults(write):
     assert config.server.on_backend_error == "drop"
     assert config.server.max_pending_requests == 1000
     assert config.security.require_message_authenticator is True
-    assert config.security.seed_key.file == "var/seed.key"
+    assert config.security.seed_key.file == f"{home}/var/seed.key"  # relative to the file's directory
     assert config.security.password_hash == "argon2id"
-    assert config.database.url == "sqlite:///var/radiusd.db"
+    assert config.database.url == f"sqlite:///{home}/var/radiusd.db"
     assert (config.api.listen, config.api.port, config.api.token_ttl_seconds) == ("127.0.0.1", 8080, 3600)
     assert (config.ops.listen, config.ops.port) == ("127.0.0.1", 9812)
     assert (config.lockout.max_failures, config.lockout.window_seconds, config.lockout.block_seconds,
@@ -310,3 +313,22 @@ def test_a_secret_file_that_is_not_text_is_one_line_not_a_decode_error(tmp_path)
     path.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ConfigError, match=f"secret file {path} is not UTF-8 text"):
         SecretRef(file=str(path)).reveal()
+
+
+def test_relative_paths_are_relative_to_the_configuration_files_directory(tmp_path, monkeypatch):
+    home = tmp_path / "etc" / "radiusd"
+    home.mkdir(parents=True)
+    (home / "radiusd.toml").write_text(
+        '[database]\nurl = "sqlite:///var/radiusd.db?timeout=5"\n'
+        '[sms]\nspool_path = "spool/sms"\n'
+        '[[nas]]\nname = "a"\naddress = "10.0.0.1"\nsecret = { file = "../secrets/nas-a" }\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config(str(home / "radiusd.toml"), environ={})
+    assert config.database.url == f"sqlite:///{home}/var/radiusd.db?timeout=5"
+    assert config.security.seed_key.file == f"{home}/var/seed.key"  # the default too
+    assert config.sms.spool_path == f"{home}/spool/sms"
+    assert config.nas[0].secret.file == f"{tmp_path}/etc/secrets/nas-a"
+
+    absolute = load_config(str(home / "radiusd.toml"), environ={"RADIUSD_DATABASE__URL": "sqlite:////srv/r.db"})
+    assert absolute.database.url == "sqlite:////srv/r.db"
+    assert Config().database.url == "sqlite:///var/radiusd.db"  # no file: as given

@@ -76,7 +76,7 @@ def test_a_sessions_copy_made_before_attach_disconnects_through_what_was_attache
     blocks.block("carol", seconds=60, reason="test")
     assert [(target.session_id, target.host, target.secret) for target in sent] == \
         [("s1", "192.0.2.10", b"nas-secret-0123456789")]
-    assert services.sessions.list_open("carol") == []
+    assert services.sessions.list_user_sessions("carol") == []
     with database.engine.connect() as conn:
         actor = conn.execute(select(audit_events.c.actor).where(audit_events.c.type == "session")).scalar()
     assert actor == "admin"

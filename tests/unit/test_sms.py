@@ -12,9 +12,15 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from pydantic import ValidationError
 
+from radiusd.config import Config
+from radiusd.db import migrate
+from radiusd.db.engine import Database
 from radiusd.errors import BackendError
 from radiusd.plugins.sms_otp import SmsSection
+from radiusd.services import Invalid
+from radiusd.services.factory import Resources, Services
 from radiusd.services.users import normalise_phone
 from radiusd.sms import FileGateway, HttpGateway, make_gateway
 from tests.fakes import Provider
@@ -150,19 +156,40 @@ def test_http_gateway_connection_refused_is_a_backend_error():
 
 # -- phone numbers ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("given,stored", [
-    ("05554443322", "+905554443322"),
-    ("+905554443322", "+905554443322"),
-    ("0555 444 33 22", "+905554443322"),
-    ("00905554443322", "+905554443322"),
-    ("+1 (415) 555-0100", "+14155550100"),
-    ("", ""),
+@pytest.mark.parametrize("given,region,stored", [
+    ("05554443322", "TR", "+905554443322"),
+    ("+905554443322", "TR", "+905554443322"),
+    ("0555 444 33 22", "TR", "+905554443322"),
+    ("00905554443322", "TR", "+905554443322"),
+    ("+1 (415) 555-0100", "TR", "+14155550100"),
+    ("030 901820", "DE", "+4930901820"),
+    ("(202) 555-0123", "US", "+12025550123"),
+    ("+905554443322", "US", "+905554443322"),
+    ("", "TR", ""),
 ])
-def test_phone_numbers_are_stored_as_e164(given, stored):
-    assert normalise_phone(given) == stored
+def test_phone_numbers_are_stored_as_e164_in_the_configured_region(given, region, stored):
+    assert normalise_phone(given, region) == stored
 
 
-@pytest.mark.parametrize("given", ["5554443322", "0555444332", "055544433221", "+0555444332", "phone", "+90 555 x"])
-def test_phone_numbers_that_are_not_e164_or_turkish_national_are_refused(given):
-    with pytest.raises(ValueError):
-        normalise_phone(given)
+@pytest.mark.parametrize("given,reason", [
+    ("0555444332", "TR"), ("055544433221", "TR"), ("+0555444332", "numbers after plus-sign"),
+    ("phone", "did not seem to be a phone number"), ("+90 555 x", "too short"), ("12", "too short"),
+])
+def test_invalid_phone_numbers_are_refused_with_the_librarys_reason(given, reason):
+    with pytest.raises(ValueError, match=reason):
+        normalise_phone(given, "TR")
+
+
+def test_the_default_region_comes_from_the_sms_section(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'phones.db'}")
+    migrate.upgrade(database)
+    try:
+        services = Services(Resources(Config.model_validate({"sms": {"default_region": "de"}}), database), "cli")
+        assert services.users.create("hans", {"phone": "030 901820"}, password="Correct-Horse-7731")["phone"] \
+            == "+4930901820"
+        with pytest.raises(Invalid, match="phone"):
+            services.users.update("hans", {"phone": "12"})
+    finally:
+        database.dispose()
+    with pytest.raises(ValidationError, match="not a region"):
+        Config.model_validate({"sms": {"default_region": "XX"}})
