@@ -65,8 +65,11 @@ class WorkQueue:
     def measure(self, took: float) -> None:
         """A job ran for ``took`` seconds and just finished (on the reactor)."""
         now = perf_counter()
-        if self.pending > self.threads and self.last_finished is not None:  # saturated: jobs were waiting
-            self.gap_seconds = moving_average(self.gap_seconds, now - self.last_finished)
+        if self.pending > self.threads and self.last_finished is not None:
+            pace = now - self.last_finished  # saturated (jobs were waiting): the pool's real pace
+        else:
+            pace = took / self.threads  # not saturated: what the threads could do; decays a stall's outlier
+        self.gap_seconds = moving_average(self.gap_seconds, pace)
         self.last_finished = now
         self.service_seconds = moving_average(self.service_seconds, took)
 

@@ -121,7 +121,7 @@ class ServerSection(Section):
     max_pending_requests: int = Field(1000, ge=1)
     request_budget_seconds: float = Field(4.0, gt=0, le=60)
     backend_threads: int | None = Field(None, ge=1, le=256)  # None: half of auth_threads (at least 1)
-    dictionaries: list[str] = []  # FreeRADIUS-format dictionary files read after ours (SIGHUP reads them again)
+    dictionaries: list[ConfigPath] = []  # FreeRADIUS-format dictionary files read after ours (SIGHUP reads them again)
 
     @field_validator("listen")
     @classmethod
@@ -155,30 +155,6 @@ class DatabaseSection(Section):
         prefix, _, rest = value.partition(":///")
         return f"{prefix}:///{_relative_to_config(path, info)}{rest[len(path):]}"
 
-
-def sqlite_path(url: str) -> str | None:
-    """The file of a ``sqlite:///PATH`` URL (None for another database or an in-memory one)."""
-    prefix, separator, rest = url.partition(":///")
-    path = rest.partition("?")[0]
-    if not prefix.startswith("sqlite") or not separator or path in ("", ":memory:"):
-        return None
-    return path
-
-
-def readable_by_others(config: "Config") -> list[str]:
-    """The database and seed key files that another user may read (``check-config`` warns):
-    the one holds hashes, the audit trail and sealed secrets, the other opens them."""
-    files = [path for path in (sqlite_path(config.database.url), config.security.seed_key.file) if path]
-    found = []
-    for path in files:
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:
-            continue
-        if mode & 0o077:
-            found.append(f"{path} is readable by other users (mode {mode & 0o777:04o}): chmod 600 {path}")
-    return found
-
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
@@ -205,6 +181,30 @@ def readable_by_others(config: "Config") -> list[str]:
             raise ValueError("PostgreSQL needs psycopg, which is not installed: "
                              "pip install 'radiusd[postgresql]'") from None
         return value
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///PATH`` URL (None for another database or an in-memory one)."""
+    prefix, separator, rest = url.partition(":///")
+    path = rest.partition("?")[0]
+    if not prefix.startswith("sqlite") or not separator or path in ("", ":memory:"):
+        return None
+    return path
+
+
+def readable_by_others(config: "Config") -> list[str]:
+    """The database and seed key files that another user may read (``check-config`` warns):
+    the one holds hashes, the audit trail and sealed secrets, the other opens them."""
+    files = [path for path in (sqlite_path(config.database.url), config.security.seed_key.file) if path]
+    found = []
+    for path in files:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append(f"{path} is readable by other users (mode {mode & 0o777:04o}): chmod 600 {path}")
+    return found
 
 
 class ListenSection(Section):

@@ -129,11 +129,28 @@ def test_while_jobs_wait_the_estimate_follows_the_pools_real_throughput(monkeypa
     monkeypatch.setattr(admission, "perf_counter", lambda: now[0])
     pool, clock = HeldPool(), Clock()
     work = queue(pool, clock, threads=2, target_seconds=100.0)
-    for _ in range(8):
+    for _ in range(60):
         work.submit(lambda: now.__setitem__(0, now[0] + 0.1))
-    for _ in range(5):
+    for _ in range(50):
         pool.run_next()  # each run advances the clock 0.1 s; completions land 0.2 s apart below
         now[0] += 0.1
-    assert work.gap_seconds == pytest.approx(0.2)
-    assert work.expected_seconds() == pytest.approx(3 * 0.2 + 0.1)
+    assert work.gap_seconds == pytest.approx(0.2, rel=0.01)
+    assert work.expected_seconds() == pytest.approx(10 * work.gap_seconds + 0.1)
+
+
+def test_a_stall_priced_into_the_estimate_decays_once_jobs_run_normally_again(monkeypatch):
+    """After a database outage the estimate holds a huge pace; normal completions (saturated or
+    not) bring it back down, so admission opens again."""
+    import radiusd.admission as admission
+
+    now = [0.0]
+    monkeypatch.setattr(admission, "perf_counter", lambda: now[0])
+    pool, clock = HeldPool(), Clock()
+    work = queue(pool, clock, threads=2, target_seconds=1.0)
+    work.gap_seconds, work.service_seconds = 6.0, 6.0  # what two 12 s stuck jobs left behind
+    for _ in range(60):
+        work.submit(lambda: now.__setitem__(0, now[0] + 0.02))
+        pool.run_next()
+    assert work.gap_seconds < 0.05 and work.service_seconds < 0.05
+    assert not work.too_late(deadline=clock.now + 4)
 
