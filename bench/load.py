@@ -479,8 +479,10 @@ def run(args, users) -> dict:
     # The rate counts the time from the first request to the last reply: a closed loop drains
     # within one window, and a request that times out does not stretch the interval.
     # In an open loop that is the goodput: what the server answered in time per second, however
-    # much more was offered, and not inflated by replies that drain after the last request.
-    elapsed = max(1e-9, last_reply - t_start)
+    # much more was offered, and not inflated by replies that drain after the last request; nor by
+    # a server whose answers stopped coming in time halfway: the sending period is the floor.
+    sending = (t_stop_send or t_end) - t_start if open_loop else 0.0
+    elapsed = max(1e-9, last_reply - t_start, sending)
     rps = round(answered / elapsed, 1) if answered else 0.0
     ordered = sorted(latencies)
     errors = (counts["unexpected"] + counts["bad_authenticator"] + counts["bad_message_authenticator"]

@@ -8,7 +8,8 @@ times its measured capacity, half the requests with a right password and half wi
 one (``--expect any``: Access-Accept and Access-Reject are both answers), and records:
 
 * offered rate, goodput (requests answered within the timeout per second, from the first
-  request to the last answered one) and goodput as a share of capacity; p50/p99 latency of
+  request to the last answered one, and at least the sending period) and goodput as a share of
+  capacity; p50/p99 latency of
   the answered requests; timeouts, and the replies that came after the timeout (``late``:
   work nobody waited for);
 * the server's ``radiusd_dropped_packets_total`` by reason and ``radiusd_auth_decisions_total``

@@ -206,7 +206,9 @@ def init_config(target):
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(example)
     click.echo(f"wrote {target}: the development example (listen, [mfa] required, the [[nas]] entry and "
-               "its secret are for trying it out; change them before production)")
+               "its secret are for trying it out; change them before production). Its data paths "
+               "(../var/radiusd.db, ../var/seed.key) are relative to the file's directory: point [database] "
+               "url and [security] seed_key where the data should live")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ DATABASE_SHARE = 0.8  # of the probe timeout, for the database's own timeouts: i
 
 class ErrorWindow:
     """Backend errors among the requests decided in the last ``seconds``, kept in one-second
-    buckets so that memory does not grow with the request rate. Reactor thread only."""
+    buckets so that memory does not grow with the request rate, with running totals so that the
+    question (asked for every Status-Server) costs no sum. Reactor thread only."""
 
     def __init__(self, clock, seconds: float, ratio: float, minimum: int = MIN_WINDOW_REQUESTS):
         self.clock = clock
@@ -50,6 +51,7 @@ class ErrorWindow:
         self.ratio = ratio
         self.minimum = minimum
         self._buckets: deque[list[int]] = deque()  # [second, requests, errors], oldest first
+        self.requests = self.errors = 0  # the buckets' totals
 
     def record(self, error: bool) -> None:
         second = int(self.clock.seconds())
@@ -59,23 +61,28 @@ class ErrorWindow:
         bucket = self._buckets[-1]
         bucket[1] += 1
         bucket[2] += bool(error)
+        self.requests += 1
+        self.errors += bool(error)
 
     def clear(self) -> None:
         self._buckets.clear()
+        self.requests = self.errors = 0
 
     def failing(self) -> str | None:
         """Why the error rate is too high, or None."""
-        self._expire()
-        requests = sum(bucket[1] for bucket in self._buckets)
-        errors = sum(bucket[2] for bucket in self._buckets)
-        if requests < self.minimum or errors <= self.ratio * requests:
+        if not self.errors:
             return None
-        return f"{errors} of {requests} requests in the last {self.seconds:g} s failed on a backend"
+        self._expire()
+        if self.requests < self.minimum or self.errors <= self.ratio * self.requests:
+            return None
+        return f"{self.errors} of {self.requests} requests in the last {self.seconds:g} s failed on a backend"
 
     def _expire(self) -> None:
         horizon = self.clock.seconds() - self.seconds
         while self._buckets and self._buckets[0][0] + 1 <= horizon:
-            self._buckets.popleft()
+            _, requests, errors = self._buckets.popleft()
+            self.requests -= requests
+            self.errors -= errors
 
 
 def describe(error: BaseException) -> str:

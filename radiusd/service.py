@@ -38,10 +38,10 @@ from radiusd.dedupe import DuplicateCache
 from radiusd.dictionary import RadiusDictionary
 from radiusd.disconnect import DisconnectClient, DisconnectResult, DisconnectTarget
 from radiusd.health import HealthMonitor, OpsSite, ops_root
-from radiusd.plugin import PluginContext, health_checks, register_plugins
 from radiusd.metrics import Metrics
 from radiusd.nas_activity import FLUSH_SECONDS, MessageAuthenticatorSightings, store
 from radiusd.pipeline import Pipeline
+from radiusd.plugin import PluginContext, health_checks, register_plugins
 from radiusd.protocol import AccountingProtocol, AuthProtocol, RadiusProtocol
 from radiusd.replies import encode_attributes
 from radiusd.services.factory import Resources, Services
@@ -50,7 +50,7 @@ from radiusd.services.keys import open_seed_key
 from radiusd.services.sessions import SessionService
 
 log = Logger(namespace="radiusd.service")
-API_THREADS = 4  # admin API handlers; its POST /auth runs in the auth pool like RADIUS
+API_THREADS = 4  # admin API handlers; POST /auth is decided in the auth pool, through Authentication
 NAS_POLL_SECONDS = 3  # how soon a NAS change made in the database by another process applies
 ACCT_THREADS = 4  # accounting writes, apart from the auth pool so a burst of them never delays a login
 
