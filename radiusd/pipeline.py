@@ -4,8 +4,9 @@ find user → check account → authenticate (password) → second factor → re
 then every ``post_auth`` implementation is told the decision before the reply leaves. A push
 approval ends the synchronous part with ``PushPending``; its caller then polls ``resume``
 (reactor timers, worker pool) until the user's phone or the deadline decides, and only that
-final decision is told to ``post_auth``.
-Exceptions are not caught here: ``errors.to_decision`` turns them into a failure, in one place.
+final decision is told to ``post_auth``. A Reject decided past the request's deadline is
+abandoned before ``post_auth``: nothing is counted for an answer nobody waits for.
+Exceptions are not caught here: ``Authentication.to_decision`` turns them into a failure, in one place.
 """
 
 from __future__ import annotations
