@@ -163,7 +163,7 @@ def read_secret(from_stdin: bool, prompt: str, confirm: bool = True) -> str:
 @click.version_option(__version__, prog_name="radiusd-admin")
 @click.pass_context
 def main(ctx, config_file, fmt):
-    """Administer radiusd: database, NAS devices, users and API clients."""
+    """Administer radiusd: database, NAS devices, users, API clients and console operators."""
     os.umask(0o077)  # what it writes (database, seed key, QR codes, exports) holds secrets: owner only
     ctx.obj = AdminContext(config_path(config_file), fmt)
 
@@ -209,7 +209,7 @@ def rotate_seed_key(admin: AdminContext, new_key_file):
     new = SeedKey.load(SecretRef(file=new_key_file))
     counts = rotate(admin.database, admin.services.resources.seed_key, new, actor="cli")
     admin.emit({"new_key_file": new_key_file, "new_key_created": created, "nas_secrets": counts["nas_devices"],
-                "totp_seeds": counts["otp_enrolments"]})
+                "totp_seeds": counts["otp_enrolments"], "operator_seeds": counts["operators"]})
     if admin.format != "json":
         click.echo(f"now set [security] seed_key = {{ file = \"{new_key_file}\" }} and start the servers", err=True)
 
@@ -757,6 +757,75 @@ def api_client_ensure_admin(admin):
     click.echo(f"  client_secret: {created['client_secret']}")
     click.echo("  get a token:   curl -s -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials "
                f"http://{admin.config.api.listen}:{admin.config.api.port}/oauth/token")
+
+
+# -- operator ----------------------------------------------------------------------------------
+
+OPERATOR_COLUMNS = ["name", "role", "mfa", "status", "failed_attempts", "created_at", "last_login_at"]
+OPERATOR_ROLES = click.Choice(["admin", "helpdesk", "auditor"])
+
+
+@main.group()
+def operator():
+    """Operators of the web console (people: password + TOTP, a role)."""
+
+
+@operator.command("add")
+@click.argument("name")
+@click.option("--role", type=OPERATOR_ROLES, required=True)
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@click.pass_obj
+@operation
+def operator_add(admin, name, role, password_stdin):
+    """Create an operator (the password is prompted for twice, or read with --password-stdin);
+    they enrol their TOTP at their first console login."""
+    admin.emit(admin.services.operators.add(name, role, read_secret(password_stdin, "Password")))
+
+
+@operator.command("list")
+@click.pass_obj
+@operation
+def operator_list(admin):
+    """List operators with their role, TOTP state (none, pending, verified) and status."""
+    admin.emit(admin.services.operators.list(), OPERATOR_COLUMNS)
+
+
+@operator.command("remove")
+@click.argument("name")
+@click.pass_obj
+@operation
+def operator_remove(admin, name):
+    """Delete an operator and end their sessions (never the last admin)."""
+    admin.services.operators.remove(name)
+    admin.emit({"removed": name})
+
+
+@operator.command("set-role")
+@click.argument("name")
+@click.argument("role", type=OPERATOR_ROLES)
+@click.pass_obj
+@operation
+def operator_set_role(admin, name, role):
+    """Change an operator's role (the last admin cannot be demoted)."""
+    admin.emit(admin.services.operators.set_role(name, role))
+
+
+@operator.command("reset-mfa")
+@click.argument("name")
+@click.pass_obj
+@operation
+def operator_reset_mfa(admin, name):
+    """Forget the operator's TOTP and end their sessions: they enrol again at the next login."""
+    admin.emit(admin.services.operators.reset_mfa(name))
+
+
+@operator.command("unblock")
+@click.argument("name")
+@click.pass_obj
+@operation
+def operator_unblock(admin, name):
+    """Remove an operator's block (too many failed logins) and clear their failure count."""
+    admin.emit(admin.services.operators.unblock(name))
 
 
 if __name__ == "__main__":

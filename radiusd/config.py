@@ -233,6 +233,15 @@ class LockoutSection(Section):
     permanent: bool = False
 
 
+class ConsoleSection(Section):
+    """The web console (SPEC §10) on the admin site: its operators' sessions."""
+
+    enabled: bool = True
+    session_idle_minutes: int = Field(15, ge=1, le=24 * 60)  # a session unused this long has ended
+    session_max_hours: int = Field(8, ge=1, le=7 * 24)  # and any session ends this long after login
+    secure_cookies: Literal["auto"] | bool = "auto"  # "auto": Secure when served over TLS
+
+
 class AccountingSection(Section):
     """Sessions from the accounting port (SPEC §4) and RFC 5176 Disconnect-Requests."""
 
@@ -325,6 +334,7 @@ class Config(Section):
     api: ApiSection = ApiSection()
     ops: OpsSection = OpsSection()
     lockout: LockoutSection = LockoutSection()
+    console: ConsoleSection = ConsoleSection()
     accounting: AccountingSection = AccountingSection()
     mfa: MfaSection = MfaSection()
     sms: Annotated[Section, PluginSection("sms")] = Field({}, validate_default=True)

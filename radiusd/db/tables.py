@@ -82,6 +82,19 @@ def fitted(table: Table, values: dict) -> dict:
     return {name: fit(table.c[name], value) for name, value in values.items()}
 
 
+def lockout_columns() -> list[Column]:
+    """Blocking (SPEC §3.2) of users and operators: failures of the current series, and the
+    block, if any (counted and set by services/blocks.py)."""
+    return [
+        Column("failed_attempts", Integer, nullable=False, server_default="0"),
+        Column("first_failure_at", UTCDateTime, nullable=True),
+        Column("blocked_at", UTCDateTime, nullable=True),
+        Column("blocked_until", UTCDateTime, nullable=True),
+        Column("block_permanent", Boolean, nullable=False, server_default="0"),
+        Column("block_reason", String(255), nullable=False, server_default=""),
+    ]
+
+
 users = Table(
     "users",
     metadata,
@@ -103,13 +116,7 @@ users = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("last_login_at", UTCDateTime, nullable=True),
-    # Blocking (SPEC §3.2): failures of the current series, and the block, if any.
-    Column("failed_attempts", Integer, nullable=False, server_default="0"),
-    Column("first_failure_at", UTCDateTime, nullable=True),
-    Column("blocked_at", UTCDateTime, nullable=True),
-    Column("blocked_until", UTCDateTime, nullable=True),
-    Column("block_permanent", Boolean, nullable=False, server_default="0"),
-    Column("block_reason", String(255), nullable=False, server_default=""),
+    *lockout_columns(),
     # Where the password lives: "local" (password_hash) or "ldap" (the directory; no hash).
     Column("source", String(8), nullable=False, server_default="local"),
     # The expiry the sweep last acted on (audit event "expired", sessions terminated): once each.
@@ -302,4 +309,37 @@ key_checks = Table(
     Column("name", String(32), primary_key=True),
     Column("sealed", LargeBinary, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Operators of the web console (SPEC §10): people with a role, an argon2id password and a TOTP
+# seed (sealed with the seed key like users' seeds; NULL until they enrol). Their failed logins
+# are counted and blocked with the users' lockout columns and statements (services/blocks.py).
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # admin, helpdesk or auditor
+    Column("password_hash", Text, nullable=False),
+    Column("secret_encrypted", LargeBinary, nullable=True),  # the TOTP seed
+    Column("totp_verified", Boolean, nullable=False, server_default="0"),
+    Column("last_step", BigInteger, nullable=True),  # newest TOTP time step accepted (replay guard)
+    *lockout_columns(),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_login_at", UTCDateTime, nullable=True),
+)
+
+# The console's server-side sessions: the id and the CSRF token are stored only as SHA-256
+# digests (256-bit random values: a digest without a key is enough). A session half way through
+# login (password checked, TOTP not yet) has ``mfa_pending``; removing an operator ends theirs.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("operator_id", Integer, ForeignKey("operators.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("csrf_hash", String(64), nullable=False),
+    Column("mfa_pending", Boolean, nullable=False),
+    Column("source", String(45), nullable=False, server_default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False, index=True),
 )

@@ -5,6 +5,7 @@ Each error carries a stable ``code`` that the API puts in problem+json and the C
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -49,6 +50,16 @@ class NotFound(ServiceError):
 
     def __init__(self, kind: str, name: str):
         super().__init__(kind, f"{kind} {name} not found")
+
+
+def check_name(value: str, field: str, max_length: int) -> str:
+    """A name (of a user, an operator, an API client): 1 to ``max_length`` characters, none a
+    control or format character."""
+    if not 1 <= len(value) <= max_length:
+        raise Invalid(field, f"{field} must be 1 to {max_length} characters")
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise Invalid(field, f"{field} must not contain control characters")
+    return value
 
 
 def first_error(error: ValidationError) -> Invalid:

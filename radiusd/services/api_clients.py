@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
@@ -22,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from radiusd.crypto import SeedKey
 from radiusd.db.engine import Database
 from radiusd.db.tables import api_clients, api_tokens
-from radiusd.services import Clocked, Conflict, Invalid, NotFound
+from radiusd.services import Clocked, Conflict, Invalid, NotFound, check_name
 from radiusd.services.audit import record_event
 
 CLIENT_TYPES = ("admin", "agent", "user")
@@ -50,13 +49,8 @@ class ApiPrincipal:
         return f"api:{self.name}"
 
 
-def check_name(name: str) -> str:
-    name = (name or "").strip()
-    if not 1 <= len(name) <= MAX_NAME_LENGTH:
-        raise Invalid("name", f"name must be 1 to {MAX_NAME_LENGTH} characters")
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise Invalid("name", "name must not contain control characters")
-    return name
+def check_client_name(name: str) -> str:
+    return check_name((name or "").strip(), "name", MAX_NAME_LENGTH)
 
 
 def check_type(client_type: str) -> str:
@@ -91,7 +85,7 @@ class ApiClientService(Clocked):
     def create(self, client_type: str, name: str) -> dict:
         """A new client; the returned ``client_secret`` is the only copy there will be."""
         check_type(client_type)
-        name = check_name(name)
+        name = check_client_name(name)
         try:
             with self.database.writer.begin() as conn:
                 created = self._insert(conn, client_type, name)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from pydantic import ValidationError
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import Table, and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from radiusd.config import LockoutSection
@@ -25,13 +25,42 @@ LOCKOUT = "lockout"
 AUTOMATIC_REASON = "too many failed attempts"
 
 
-def blocked_clause(now: datetime):
-    """SQL: the user is blocked at ``now``."""
-    return or_(users.c.block_permanent.is_(True), users.c.blocked_until > now)
+def blocked_clause(now: datetime, table: Table = users):
+    """SQL: the user (or the row of ``table``, which has the same lockout columns) is blocked at ``now``."""
+    return or_(table.c.block_permanent.is_(True), table.c.blocked_until > now)
 
 
-def not_blocked_clause(now: datetime):
-    return and_(users.c.block_permanent.is_(False), or_(users.c.blocked_until.is_(None), users.c.blocked_until <= now))
+def not_blocked_clause(now: datetime, table: Table = users):
+    return and_(table.c.block_permanent.is_(False), or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now))
+
+
+def count_failure(database: Database, table: Table, row_id: int, policy: LockoutSection,
+                  now: datetime) -> tuple[bool, datetime | None]:
+    """Count one failure of a user or operator (``table`` has the lockout columns of ``users``);
+    block them if that reached the limit. Returns whether it blocked, and until when.
+
+    A block ends the series (``first_failure_at`` cleared) but keeps the count on show."""
+    # While blocked, failures (requests already past check_account) add to the count on show
+    # but start no series; the first failure after the block ends starts a fresh one.
+    series_over = and_(not_blocked_clause(now, table), or_(
+        table.c.first_failure_at.is_(None),
+        table.c.first_failure_at <= now - timedelta(seconds=policy.window_seconds)))
+    until = None if policy.permanent else now + timedelta(seconds=policy.block_seconds)
+    with database.writer.begin() as conn:
+        conn.execute(update(table).where(table.c.id == row_id).values(
+            failed_attempts=case((series_over, 1), else_=table.c.failed_attempts + 1),
+            first_failure_at=case((series_over, now), else_=table.c.first_failure_at)))
+        blocked = conn.execute(update(table).where(
+            table.c.id == row_id, table.c.failed_attempts >= policy.max_failures, not_blocked_clause(now, table))
+            .values(blocked_at=now, blocked_until=until, block_permanent=policy.permanent,
+                    block_reason=AUTOMATIC_REASON, first_failure_at=None)).rowcount == 1
+    return blocked, until
+
+
+def clear_failures(database: Database, table: Table, row_id: int) -> None:
+    with database.writer.begin() as conn:
+        conn.execute(update(table).where(table.c.id == row_id, table.c.failed_attempts > 0)
+                     .values(failed_attempts=0, first_failure_at=None))
 
 
 class BlockService(Clocked):
@@ -82,36 +111,17 @@ class BlockService(Clocked):
     # -- counting (pipeline) -------------------------------------------------------------------------
 
     def record_failure(self, user_id: int, username: str) -> bool:
-        """Count one failure; block the user if that reached the limit. True if it blocked.
-
-        A block ends the series (``first_failure_at`` cleared) but keeps the count on show."""
-        policy = self.lockout_settings()
-        now = self.now()
-        # While blocked, failures (requests already past check_account) add to the count on show
-        # but start no series; the first failure after the block ends starts a fresh one.
-        series_over = and_(not_blocked_clause(now), or_(
-            users.c.first_failure_at.is_(None),
-            users.c.first_failure_at <= now - timedelta(seconds=policy.window_seconds)))
-        until = None if policy.permanent else now + timedelta(seconds=policy.block_seconds)
-        with self.database.writer.begin() as conn:
-            conn.execute(update(users).where(users.c.id == user_id).values(
-                failed_attempts=case((series_over, 1), else_=users.c.failed_attempts + 1),
-                first_failure_at=case((series_over, now), else_=users.c.first_failure_at)))
-            blocked = conn.execute(update(users).where(
-                users.c.id == user_id, users.c.failed_attempts >= policy.max_failures, not_blocked_clause(now))
-                .values(blocked_at=now, blocked_until=until, block_permanent=policy.permanent,
-                        block_reason=AUTOMATIC_REASON, first_failure_at=None)).rowcount == 1
+        """Count one failure; block the user if that reached the limit. True if it blocked."""
+        blocked, until = count_failure(self.database, users, user_id, self.lockout_settings(), self.now())
         if blocked:
             record_event(self.database, "block", username=username, result="blocked", reason="automatic",
                          actor="lockout", detail={"until": until.isoformat() if until else None,
-                                                  "permanent": policy.permanent})
+                                                  "permanent": until is None})
             self._terminate_sessions(username)
         return blocked
 
     def clear_failures(self, user_id: int) -> None:
-        with self.database.writer.begin() as conn:
-            conn.execute(update(users).where(users.c.id == user_id, users.c.failed_attempts > 0)
-                         .values(failed_attempts=0, first_failure_at=None))
+        clear_failures(self.database, users, user_id)
 
     # -- administration ------------------------------------------------------------------------------
 

@@ -21,9 +21,11 @@ from radiusd.model import Nas
 from radiusd.services.api_clients import ApiClientService
 from radiusd.services.blocks import BlockService
 from radiusd.services.bulk import BulkService
+from radiusd.services.console_sessions import ConsoleSessionService
 from radiusd.services.devices import DeviceService
 from radiusd.services.keys import open_seed_key
 from radiusd.services.nas import NasService
+from radiusd.services.operators import OperatorService
 from radiusd.services.otp import OtpService
 from radiusd.services.push import PushService, WebhookNotifier
 from radiusd.services.sessions import Disconnect, SessionService, no_disconnect_client
@@ -133,3 +135,16 @@ class Services:
     def api_clients(self) -> ApiClientService:
         r = self.resources
         return ApiClientService(r.database, r.seed_key, r.clock, r.config.api.token_ttl_seconds, actor=self.actor)
+
+    @cached_property
+    def console_sessions(self) -> ConsoleSessionService:
+        r = self.resources
+        return ConsoleSessionService(r.database, r.config.console, r.clock)
+
+    @cached_property
+    def operators(self) -> OperatorService:
+        """Console operators; the seed key is opened only by the TOTP steps, and failures are
+        counted under the stored lockout settings (``blocks``)."""
+        r = self.resources
+        return OperatorService(r.database, r.hasher, lambda: r.seed_key, self.blocks.lockout_settings, r.config.mfa,
+                               r.clock, self.console_sessions, actor=self.actor)

@@ -18,10 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from radiusd.config import ConfigError
 from radiusd.crypto import DecryptionError, SeedKey
 from radiusd.db.engine import Database
-from radiusd.db.tables import key_checks, nas_devices, otp_enrolments, utcnow
+from radiusd.db.tables import key_checks, nas_devices, operators, otp_enrolments, utcnow
 from radiusd.services import Invalid
 from radiusd.services.audit import record_event
 from radiusd.services.nas import secret_purpose
+from radiusd.services.operators import operator_seed_purpose
 from radiusd.services.otp import seed_purpose
 
 CHECK_NAME = "seed_key"
@@ -37,11 +38,14 @@ def _sealed(table):
     if table is nas_devices:
         return select(nas_devices.c.id, nas_devices.c.secret_encrypted.label("blob"), nas_devices.c.name), \
             lambda row: secret_purpose(row.name)
+    if table is operators:  # an operator's seed, once they have enrolled
+        return select(operators.c.id, operators.c.secret_encrypted.label("blob"))\
+            .where(operators.c.secret_encrypted.is_not(None)), lambda row: operator_seed_purpose(row.id)
     return select(otp_enrolments.c.id, otp_enrolments.c.secret_encrypted.label("blob"), otp_enrolments.c.user_id), \
         lambda row: seed_purpose(row.user_id)
 
 
-SEALED_TABLES = (nas_devices, otp_enrolments)
+SEALED_TABLES = (nas_devices, otp_enrolments, operators)
 
 
 def open_seed_key(database: Database, key: SeedKey, source: str = "the seed key") -> SeedKey:
@@ -81,7 +85,7 @@ def _prove(database: Database, key: SeedKey, source: str) -> None:
 
 
 def rotate_seed_key(database: Database, old: SeedKey, new: SeedKey, actor: str = "cli") -> dict:
-    """Re-encrypt every NAS secret and TOTP seed, and the check value, from ``old`` (opened)
+    """Re-encrypt every NAS secret and TOTP seed (users' and operators'), and the check value, from ``old`` (opened)
     to ``new`` in one transaction: any failure changes nothing. Returns the counts."""
     counts = {}
     try:

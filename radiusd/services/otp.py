@@ -19,7 +19,7 @@ from typing import Callable
 import pyotp
 import segno
 from pyotp.exceptions import OTPVerificationError
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
 
 from radiusd.config import MfaSection
 from radiusd.crypto import SeedKey
@@ -102,9 +102,8 @@ class OtpService(Clocked):
                 conn.execute(insert(otp_enrolments).values(user_id=user_id, **values))
             else:
                 conn.execute(update(otp_enrolments).where(otp_enrolments.c.user_id == user_id).values(**values))
-        uri = self._totp(seed, username).provisioning_uri(name=username, issuer_name=self.mfa.issuer)
         record_event(self.database, "admin", username=username, result="ok", reason="otp.enroll", actor=self.actor)
-        return {"username": username, "otpauth_uri": uri, "qr_svg": segno.make(uri, error="m").svg_data_uri(),
+        return {"username": username, **provisioning(seed, username, self.mfa.issuer),
                 "activation_code": activation_code, "expires_at": expires_at}
 
     def verify(self, username: str, code: str) -> bool:
@@ -256,19 +255,9 @@ class OtpService(Clocked):
         step = matching_step(seed, code, int(self.clock()), self.mfa.totp_window)
         if step is None:
             return CodeCheck.BAD
-        with self.database.writer.begin() as conn:
-            claimed = conn.execute(
-                update(otp_enrolments)
-                .where(and_(otp_enrolments.c.id == enrolment.id,
-                            or_(otp_enrolments.c.last_step.is_(None), otp_enrolments.c.last_step < step)))
-                .values(last_step=step)).rowcount
-        return CodeCheck.OK if claimed == 1 else CodeCheck.REPLAY
+        return CodeCheck.OK if claim_step(self.database, otp_enrolments, enrolment.id, step) else CodeCheck.REPLAY
 
     # -- helpers -----------------------------------------------------------------------------------
-
-    def _totp(self, seed: bytes, username: str) -> pyotp.TOTP:
-        return pyotp.TOTP(base64.b32encode(seed).decode(), digits=DIGITS, interval=PERIOD, name=username,
-                          issuer=self.mfa.issuer)
 
     def _user_id(self, username: str) -> int:
         with self.database.engine.connect() as conn:
@@ -285,3 +274,19 @@ def matching_step(seed: bytes, code: str, now: int, window: int) -> int | None:
         return totp.verify_and_get_timecode(code, for_time=now, valid_window=window)
     except OTPVerificationError:
         return None
+
+
+def claim_step(database: Database, table: Table, row_id: int, step: int) -> bool:
+    """Record ``step`` as the newest accepted on the row of ``table`` (a user's enrolment or an
+    operator) unless it is not newer: one conditional UPDATE, so a replay loses everywhere."""
+    with database.writer.begin() as conn:
+        return conn.execute(update(table).where(and_(table.c.id == row_id,
+                                                     or_(table.c.last_step.is_(None), table.c.last_step < step)))
+                            .values(last_step=step)).rowcount == 1
+
+
+def provisioning(seed: bytes, name: str, issuer: str) -> dict:
+    """What an authenticator app scans or is typed: the otpauth URI, its QR code (SVG data URI)."""
+    uri = pyotp.TOTP(base64.b32encode(seed).decode(), digits=DIGITS, interval=PERIOD).provisioning_uri(
+        name=name, issuer_name=issuer)
+    return {"otpauth_uri": uri, "qr_svg": segno.make(uri, error="m").svg_data_uri()}

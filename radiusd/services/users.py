@@ -18,7 +18,7 @@ from radiusd.db.engine import Database
 from radiusd.db.tables import users, utcnow
 from radiusd.dictionary import RadiusDictionary, UnknownAttribute
 from radiusd.model import User
-from radiusd.services import Conflict, Invalid, NotFound, first_error
+from radiusd.services import Conflict, Invalid, NotFound, check_name, first_error
 from radiusd.services.audit import record_event
 from radiusd.services.blocks import blocked_clause, not_blocked_clause
 
@@ -117,11 +117,7 @@ class UserFields(BaseModel):
 
 
 def check_username(username: str) -> str:
-    if not 1 <= len(username) <= 64:
-        raise Invalid("username", "username must be 1 to 64 characters")
-    if any(unicodedata.category(ch).startswith("C") for ch in username):
-        raise Invalid("username", "username must not contain control characters")
-    return username
+    return check_name(username, "username", 64)
 
 
 def check_password(password: str, confirmation: str | None = None) -> str:

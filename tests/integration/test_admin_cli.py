@@ -476,7 +476,8 @@ def test_rotate_seed_key_re_encrypts_and_the_old_key_is_refused_after(config, tm
           stdin="first-secret-0123456789\n")
     new_key = tmp_path / "keys" / "new.key"
     done = run_json(config, "db", "rotate-seed-key", "--new-key-file", str(new_key))
-    assert done == {"new_key_file": str(new_key), "new_key_created": True, "nas_secrets": 1, "totp_seeds": 0}
+    assert done == {"new_key_file": str(new_key), "new_key_created": True, "nas_secrets": 1, "totp_seeds": 0,
+                    "operator_seeds": 0}
     assert stat.S_IMODE(new_key.stat().st_mode) == 0o600
     assert_fails(admin(config, "nas", "add", "vpn2", "--address", "192.0.2.2", "--generate-secret", check=False),
                  1, "does not open")
@@ -549,3 +550,46 @@ def test_a_framed_ip_address_already_assigned_is_refused_naming_its_user(config)
     admin(config, "user", "add", "bob", "--password-stdin", stdin=PASSWORD + "\n")
     assert_fails(admin(config, "user", "set", "bob", "--framed-ip", "10.9.0.1", check=False), 1, "alice")
     admin(config, "user", "set", "alice", "--framed-ip", "10.9.0.1")  # its own address: unchanged, fine
+
+
+# -- operator ----------------------------------------------------------------------------------
+
+def add_operator(config, name, role, *, password=PASSWORD, check=True):
+    return admin(config, "operator", "add", name, "--role", role, "--password-stdin", stdin=password + "\n",
+                 check=check)
+
+
+def test_operator_add_list_set_role_and_remove(config):
+    added = json.loads(add_operator(config, "root", "admin").stdout)
+    assert (added["name"], added["role"], added["mfa"], added["status"]) == ("root", "admin", "none", "active")
+    assert PASSWORD not in json.dumps(added)
+    add_operator(config, "helen", "helpdesk")
+    assert [(o["name"], o["role"]) for o in run_json(config, "operator", "list")] == \
+        [("helen", "helpdesk"), ("root", "admin")]
+    assert run_json(config, "operator", "set-role", "helen", "auditor")["role"] == "auditor"
+    assert run_json(config, "operator", "reset-mfa", "helen")["mfa"] == "none"
+    assert run_json(config, "operator", "remove", "helen") == {"removed": "helen"}
+    table = admin(config, "operator", "list", fmt="table").stdout.splitlines()
+    assert table[0].split()[:4] == ["NAME", "ROLE", "MFA", "STATUS"] and table[1].split()[:2] == ["root", "admin"]
+
+
+def test_operator_errors_are_one_line_with_exit_1(config):
+    add_operator(config, "root", "admin")
+    assert_fails(add_operator(config, "root", "auditor", check=False), 1, "operator root exists")
+    assert_fails(add_operator(config, "weak", "auditor", password="short", check=False), 1, "8 to 128 bytes")
+    assert_fails(admin(config, "operator", "remove", "root", check=False), 1, "last admin")
+    assert_fails(admin(config, "operator", "set-role", "root", "helpdesk", check=False), 1, "last admin")
+    assert_fails(admin(config, "operator", "reset-mfa", "nobody", check=False), 1, "operator nobody not found")
+    assert_fails(admin(config, "operator", "unblock", "root", check=False), 1, "block root not found")
+
+
+def test_operator_usage_errors_exit_2_and_the_password_is_never_an_argument(config):
+    assert_fails(admin(config, "operator", "add", "root", "--role", "owner", "--password-stdin", stdin=PASSWORD,
+                       check=False), 2, "owner")
+    assert_fails(admin(config, "operator", "add", "root", "--password-stdin", stdin=PASSWORD, check=False), 2,
+                 "--role")
+    assert_fails(admin(config, "operator", "add", "root", "--role", "admin", "--password", PASSWORD,
+                       check=False), 2, "No such option")
+    # no terminal and no --password-stdin: refused, nothing created
+    assert_fails(admin(config, "operator", "add", "root", "--role", "admin", check=False), 1, "--*-stdin")
+    assert run_json(config, "operator", "list") == []

@@ -15,7 +15,7 @@ from radiusd.config import Config
 from radiusd.crypto import SeedKey
 from radiusd.db import migrate
 from radiusd.db.engine import Database
-from radiusd.db.tables import otp_enrolments, users
+from radiusd.db.tables import operators, otp_enrolments, users
 from radiusd.services import Invalid
 from radiusd.services.factory import Resources, Services
 from radiusd.services.keys import WrongSeedKey, open_seed_key, rotate_seed_key
@@ -47,6 +47,9 @@ def populate(database, key: SeedKey) -> dict:
     for name in ("ann", "bob"):
         services.users.create(name, {})
         services.otp.enroll(name)
+    for name in ("root", "eve"):  # an operator's seed is sealed once they enrol; eve has not
+        services.operators.add(name, "admin", SECRET)
+    services.operators.begin_enrolment("root")
     return services.api_clients.create("admin", "ops")
 
 
@@ -74,7 +77,7 @@ def test_rotation_re_encrypts_seeds_and_secrets_and_keeps_digests(database):
     old = new_key()
     client = populate(database, old)
     counts = rotate_seed_key(database, open_seed_key(database, old), new := new_key())
-    assert counts == {"nas_devices": 2, "otp_enrolments": 2}
+    assert counts == {"nas_devices": 2, "otp_enrolments": 2, "operators": 1}
 
     with pytest.raises(WrongSeedKey):
         open_seed_key(database, old)
@@ -85,6 +88,14 @@ def test_rotation_re_encrypts_seeds_and_secrets_and_keeps_digests(database):
     enrolment = otp_row(database, "ann")
     seed = new.decrypt(enrolment.secret_encrypted, f"totp-seed:{enrolment.user_id}")
     assert services.otp.verify("ann", pyotp.TOTP(base64.b32encode(seed).decode()).now())
+    root = operator_row(database, "root")
+    seed = new.decrypt(root.secret_encrypted, f"operator-totp-seed:{root.id}")
+    assert services.operators.verify_totp("root", pyotp.TOTP(base64.b32encode(seed).decode()).now(), "test").valid
+
+
+def operator_row(database, name: str):
+    with database.engine.connect() as conn:
+        return conn.execute(select(operators).where(operators.c.name == name)).first()
 
 
 def otp_row(database, username: str):
