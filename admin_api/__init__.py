@@ -48,6 +48,9 @@ def api_resource(runtime, reactor, pools: dict, authentication=None,
 
 def admin_site(runtime, reactor, pools: dict, authentication=None,
                nas_changed: Callable[[], None] = lambda: None) -> ApiSite:
-    site = ApiSite(api_resource(runtime, reactor, pools, authentication, nas_changed), timeout=IDLE_TIMEOUT_SECONDS,
-                   reactor=reactor)
-    return site
+    """The admin site: the API, and the web console under ``/console/`` when ``[console] enabled``."""
+    from .console import AdminRoot, console_resource
+
+    console = console_resource(runtime, reactor, pools) if runtime.config.console.enabled else None
+    root = AdminRoot(api_resource(runtime, reactor, pools, authentication, nas_changed), console)
+    return ApiSite(root, timeout=IDLE_TIMEOUT_SECONDS, reactor=reactor)

@@ -31,6 +31,7 @@ class RawRequest:
     headers: dict[str, str]
     body: bytes
     peer: tuple[str, int]
+    secure: bool = False  # came over TLS
 
     @property
     def content_type(self) -> str:

@@ -85,7 +85,7 @@ class ApiResource(Resource):
                    for name, values in request.requestHeaders.getAllRawHeaders()}
         address = request.getClientAddress()
         peer = (getattr(address, "host", ""), getattr(address, "port", 0))
-        return RawRequest(method, pairs, headers, request.content.read(), peer)
+        return RawRequest(method, pairs, headers, request.content.read(), peer, request.isSecure())
 
     def _poll(self, reply, request):
         """A Reply as is; an ``Await`` started; a ``Poll`` asked again on reactor timers

@@ -41,7 +41,7 @@ class Route:
     segments: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "segments", tuple(self.template.strip("/").split("/")))
+        object.__setattr__(self, "segments", tuple(self.template[1:].split("/")))  # "/console/" ends in ""
 
     @property
     def literal_segments(self) -> int:

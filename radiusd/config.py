@@ -240,6 +240,7 @@ class ConsoleSection(Section):
     session_idle_minutes: int = Field(15, ge=1, le=24 * 60)  # a session unused this long has ended
     session_max_hours: int = Field(8, ge=1, le=7 * 24)  # and any session ends this long after login
     secure_cookies: Literal["auto"] | bool = "auto"  # "auto": Secure when served over TLS
+    login_attempts_per_minute: int = Field(30, ge=1)  # login form posts per source address
 
 
 class AccountingSection(Section):

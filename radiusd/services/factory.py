@@ -22,6 +22,7 @@ from radiusd.services.api_clients import ApiClientService
 from radiusd.services.blocks import BlockService
 from radiusd.services.bulk import BulkService
 from radiusd.services.console_sessions import ConsoleSessionService
+from radiusd.services.dashboard import DashboardService
 from radiusd.services.devices import DeviceService
 from radiusd.services.keys import open_seed_key
 from radiusd.services.nas import NasService
@@ -140,6 +141,10 @@ class Services:
     def console_sessions(self) -> ConsoleSessionService:
         r = self.resources
         return ConsoleSessionService(r.database, r.config.console, r.clock)
+
+    @cached_property
+    def dashboard(self) -> DashboardService:
+        return DashboardService(self.resources.database, self.resources.clock)
 
     @cached_property
     def operators(self) -> OperatorService:

@@ -61,7 +61,8 @@ def test_wrong_content_type_is_415_and_bad_json_is_400(admin_api):
 
 def test_unknown_routes_are_404_and_wrong_methods_405(admin_api):
     assert_problem(admin_api.get("/api/v1/nothing-here"), 404, "not_found")
-    assert_problem(admin_api.get("/"), 404, "not_found")
+    root = admin_api.get("/")  # the web console's (SPEC §10)
+    assert root.status == 302 and root.headers["location"] == "/console/"
     assert_problem(admin_api.get("/api/v1/users/import"), 404, "not_found")  # a user named "import"
     reply = admin_api.put("/api/v1/users/someone", {})
     assert_problem(reply, 405, "method_not_allowed")
