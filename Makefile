@@ -25,6 +25,9 @@ $(RUN_STAMP): setup.cfg pyproject.toml
 run: $(RUN_STAMP)
 	$(BIN)/radiusd-admin --config $(CONFIG) db upgrade
 	$(BIN)/radiusd-admin --config $(CONFIG) api-client ensure-admin
+	@echo "Web console: create the first operator with"
+	@echo "  $(BIN)/radiusd-admin --config $(CONFIG) operator add NAME --role admin"
+	@echo "then open http://127.0.0.1:8080/console/"
 	exec $(BIN)/radiusd --config $(CONFIG) serve
 
 test: $(STAMP)

@@ -5,7 +5,7 @@ the CLI.
 ``resource`` (the console on the API's twisted.web machinery; the role, Origin and CSRF checks),
 ``session`` (cookie, CSRF token, security headers), ``pages`` (Jinja2 rendering, autoescaped),
 one module of views per screen (``login``, ``dashboard``), ``templates/`` and ``static/``.
-``ROUTES`` below is the role table: every console route names the roles that may use it.
+``build_routes`` below is the role table: every console route names the roles that may use it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pyotp
 import pytest
 
-from tests.support import PASSWORD, admin, start_api_server, step_start
+from tests.support import PASSWORD, ApiServer, admin, start_api_server, step_start
 
 COOKIE = "radiusd_console"
 
@@ -98,8 +98,15 @@ class Operator:
 
 @dataclass
 class Console:
-    server: object
-    port: int
+    started: ApiServer  # the server, its admin API and RADIUS port
+
+    @property
+    def server(self):
+        return self.started.server
+
+    @property
+    def port(self) -> int:
+        return self.started.port
 
     def browser(self) -> Browser:
         return Browser(self.port)
@@ -124,5 +131,5 @@ class Console:
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
     started = start_api_server(tmp_path_factory.mktemp("console"), sections={"console": {"login_attempts_per_minute": 60}})
-    yield Console(started.server, started.server.settings["api"]["port"])
+    yield Console(started)
     started.server.stop()
