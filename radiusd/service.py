@@ -283,8 +283,13 @@ class RadiusService(MultiService):
         self.runtime.metrics.active_sessions.set(self.runtime.sessions.count_active())
 
     def sweep(self):
-        """The periodic housekeeping (stale sessions, expired users, retention), in a thread."""
-        done = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.runtime.sessions.sweep)
+        """The periodic housekeeping (stale accounting sessions, expired users, retention, console
+        sessions past their timeouts), in a thread."""
+        def housekeeping():
+            self.runtime.sessions.sweep()
+            self.runtime.services.console_sessions.sweep()
+
+        done = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), housekeeping)
         return done.addErrback(lambda failure: log.error("session housekeeping failed: {error}",
                                                          error=type(failure.value).__name__))
 

@@ -130,6 +130,8 @@ class Console:
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    started = start_api_server(tmp_path_factory.mktemp("console"), sections={"console": {"login_attempts_per_minute": 60}})
+    started = start_api_server(tmp_path_factory.mktemp("console"), sections={
+        "console": {"login_attempts_per_minute": 60},
+        "accounting": {"sweep_interval_seconds": 1}})  # housekeeping every second: expired sessions go
     yield Console(started)
     started.server.stop()

@@ -7,13 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, console_sessions, utcnow
-from sqlalchemy import select
 
-from tests.support import PASSWORD
+from tests.support import PASSWORD, wait_for
 
 PAGES = ("/console/login", "/console/", "/console/login/code", "/console/login/enrol", "/console/nope")
 
@@ -147,6 +146,22 @@ def test_idle_session_has_ended(console):
     finally:
         database.engine.dispose()
     assert browser.get("/console/").location == "/console/login"
+
+
+def test_the_servers_housekeeping_deletes_sessions_past_their_timeouts(console):
+    operator, _ = console.enrolled("swept")
+    database = Database(console.server.settings["database"]["url"])
+    try:
+        with database.writer.begin() as conn:
+            conn.execute(update(console_sessions).values(last_seen_at=utcnow() - timedelta(minutes=16)))
+
+        def left() -> int:
+            with database.engine.connect() as conn:
+                return conn.execute(select(func.count()).select_from(console_sessions)).scalar_one()
+
+        assert wait_for(lambda: left() == 0, timeout=10)
+    finally:
+        database.engine.dispose()
 
 
 def test_console_actions_are_audited(console):
