@@ -51,6 +51,16 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
+def database(database_url):
+    """A migrated database, on SQLite and on PostgreSQL; modules that need rows in it define
+    their own ``database`` fixture."""
+    database = Database(database_url, pool_size=4)
+    migrate.upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'radiusd.db'}"
 

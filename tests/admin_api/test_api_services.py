@@ -14,7 +14,6 @@ from sqlalchemy import inspect, select
 from radiusd.config import Config, LockoutSection, MfaSection, NasSection, SecuritySection
 from radiusd.crypto import PasswordHasher, SeedKey
 from radiusd.db import migrate
-from radiusd.db.engine import Database
 from radiusd.db.tables import api_clients, api_tokens
 from radiusd.decisions import Reason
 from radiusd.dictionary import RadiusDictionary
@@ -26,14 +25,6 @@ from radiusd.services.nas import NasService, list_key
 from radiusd.services.otp import OtpService
 from radiusd.services.users import UserService
 from tests.fakes import Clock
-
-
-@pytest.fixture
-def database(database_url):
-    database = Database(database_url, pool_size=2)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

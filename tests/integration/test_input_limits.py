@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from pyrad import packet as pyrad_packet
 from sqlalchemy import select
 
-from radiusd.db import migrate
 from radiusd.db.engine import Database
 from radiusd.db.tables import CUT_MARKER, audit_events, fit, fitted, push_requests, sessions, users, utcnow
 from radiusd.services.audit import record_event
@@ -27,14 +25,6 @@ def longest(prefix: str) -> str:
     value = prefix + "é" * ((MAX - len(prefix)) // 2)
     assert len(value.encode()) == MAX
     return value
-
-
-@pytest.fixture
-def database(database_url):
-    database = Database(database_url, pool_size=2)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
 
 
 def audit_rows(database: Database, **where) -> list:

@@ -13,22 +13,12 @@ from sqlalchemy import select, update
 
 from radiusd.config import Config
 from radiusd.crypto import SeedKey
-from radiusd.db import migrate
-from radiusd.db.engine import Database
 from radiusd.db.tables import operators, otp_enrolments, users
 from radiusd.services import Invalid
 from radiusd.services.factory import Resources, Services
 from radiusd.services.keys import WrongSeedKey, open_seed_key, rotate_seed_key
 
 SECRET = "nas-secret-0123456789"
-
-
-@pytest.fixture
-def database(database_url):
-    database = Database(database_url)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
 
 
 def new_key() -> SeedKey:

@@ -12,8 +12,6 @@ from sqlalchemy import select
 
 from radiusd.config import Config
 from radiusd.crypto import SeedKey
-from radiusd.db import migrate
-from radiusd.db.engine import Database
 from radiusd.db.tables import audit_events, console_sessions, operators
 from radiusd.decisions import Reason
 from radiusd.services import Conflict, Invalid, NotFound
@@ -28,14 +26,6 @@ SOURCE = "192.0.2.7"
 @pytest.fixture
 def clock():
     return Clock(T0)
-
-
-@pytest.fixture
-def database(database_url):
-    database = Database(database_url)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
