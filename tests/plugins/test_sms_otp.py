@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextlib import ExitStack
 from types import SimpleNamespace
 
 import pytest
@@ -154,6 +155,27 @@ def test_concurrent_logins_cannot_exceed_the_per_user_send_limit(database_url, t
         assert isinstance(plugin.radiusd_second_factor(request=request, user=carol, factor="sms", otp=None), Challenge)
     finally:
         database.dispose()
+
+
+# -- the gateway's bulkhead ------------------------------------------------------------------------
+
+def test_a_gateway_holding_all_its_threads_fails_the_next_send_at_once_without_using_the_allowance(
+        world, plugin, spool):
+    """A stalled gateway may hold only its share of the auth threads: the next send fails fast as an
+    SMS backend error (fail closed), sends nothing, and leaves the user's send limit untouched."""
+    alice = find_user(world.database, "alice")
+    bulkheads = world.runtime.context.bulkheads
+    with ExitStack() as stalled:
+        for _ in range(bulkheads.limit):
+            stalled.enter_context(bulkheads.enter("sms"))
+        for _ in range(5):  # more than max_per_window: none of them counted
+            with pytest.raises(BackendError) as refused:
+                plugin.radiusd_second_factor(request=auth_request("alice"), user=alice, factor="sms", otp=None)
+            assert refused.value.backend == "sms"
+    assert not spool.exists() or spool.read_text() == ""
+    for _ in range(world.runtime.config.sms.max_per_window):
+        assert isinstance(plugin.radiusd_second_factor(request=auth_request("alice"), user=alice, factor="sms",
+                                                       otp=None), Challenge)
 
 
 # -- the [sms] section -----------------------------------------------------------------------------
