@@ -336,10 +336,12 @@ class RadiusService(MultiService):
         configuration, NAS entry or dictionary keeps the old ones, all of them."""
         def build():
             config = load_config(self.config_path) if self.config_path else self.config
-            return self.runtime.load_registry(config), RadiusDictionary(config.server.dictionaries)
+            version = self.runtime.services.nas.version()  # read first: a later change is seen by the poll
+            return version, self.runtime.load_registry(config), RadiusDictionary(config.server.dictionaries)
 
-        def swap(loaded: tuple[NasRegistry, RadiusDictionary]):
-            registry, dictionary = loaded
+        def swap(loaded: tuple[object, NasRegistry, RadiusDictionary]):
+            version, registry, dictionary = loaded
+            self._nas_version = version  # what this reload read: the NAS table poll does not read it again
             self.registry = registry
             for protocol in self.protocols:
                 protocol.registry = registry

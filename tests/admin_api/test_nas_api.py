@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
+from radiusd.service import NAS_POLL_SECONDS
 from tests.support import PASSWORD, RadiusClient, admin, assert_problem
 
 NAS_SECRET = "api-nas-secret-0123456789"
@@ -72,9 +73,12 @@ def test_nas_conflicts_and_validation(admin_api):
 def test_nas_added_through_the_api_answers_over_radius(api_server, admin_api):
     assert admin_api.post("/api/v1/users", {"username": "nas-user", "password": PASSWORD,
                                             "password_confirmation": PASSWORD}).status == 201
+    reloads = api_server.server.log().count("reloaded ")
     assert admin_api.post("/api/v1/nas", {"name": "loopback-2", "address": "127.0.0.2/32",
                                           "secret": NAS_SECRET}).status == 201
     assert eventually_accepted(api_server, "127.0.0.2", NAS_SECRET, "nas-user")
+    time.sleep(NAS_POLL_SECONDS + 1)  # the NAS table poll ran since: it knows the reload's version
+    assert api_server.server.log().count("reloaded ") == reloads + 1  # one reload per change, not two
     assert admin_api.patch("/api/v1/nas/loopback-2", {"secret": ROTATED}).status == 200
     assert eventually_accepted(api_server, "127.0.0.2", ROTATED, "nas-user")
 
